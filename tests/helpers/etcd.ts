@@ -1,0 +1,114 @@
+// A real etcd (Debian's etcd-server) for tests: free loopback ports, a temporary data dir, awaited until
+// healthy, killed and removed on dispose. Each test then works under its own key prefix.
+
+export interface TestEtcd extends AsyncDisposable {
+  /** Client URL, e.g. `http://127.0.0.1:40123`. */
+  endpoint: string;
+  dataDir: string;
+  process: Deno.ChildProcess;
+  /** A fresh key prefix for one test, e.g. `/t-1a2b3c/`. */
+  newPrefix(): string;
+  stop(): Promise<void>;
+}
+
+/** A port that was free a moment ago on 127.0.0.1. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** Extra etcd flags and a name, for clusters and TLS tests. */
+export interface EtcdStartOptions {
+  name?: string;
+  args?: string[];
+  /** Scheme of the client URL (`https` when the args set up TLS). */
+  scheme?: "http" | "https";
+  clientPort?: number;
+  peerPort?: number;
+  /** Skip waiting for health (e.g. a cluster member that needs its peers). */
+  noWait?: boolean;
+}
+
+/** Starts etcd and waits until it serves; removes everything on dispose, also after a failed start. */
+export async function startEtcd(options: EtcdStartOptions = {}): Promise<TestEtcd> {
+  const dataDir = await Deno.makeTempDir({ prefix: "coil-t-etcd-" });
+  const clientPort = options.clientPort ?? freePort();
+  const peerPort = options.peerPort ?? freePort();
+  const scheme = options.scheme ?? "http";
+  const endpoint = `${scheme}://127.0.0.1:${clientPort}`;
+  const name = options.name ?? "default";
+  const args = [
+    "--name",
+    name,
+    "--data-dir",
+    dataDir,
+    "--listen-client-urls",
+    endpoint,
+    "--advertise-client-urls",
+    endpoint,
+    "--listen-peer-urls",
+    `http://127.0.0.1:${peerPort}`,
+    "--initial-advertise-peer-urls",
+    `http://127.0.0.1:${peerPort}`,
+    "--initial-cluster",
+    `${name}=http://127.0.0.1:${peerPort}`,
+    "--log-level",
+    "error",
+    ...(options.args ?? []),
+  ];
+  const process = new Deno.Command("etcd", { args, stdout: "null", stderr: "piped" }).spawn();
+  const stderr = process.stderr.pipeTo(new WritableStream({ write() {} })).catch(() => {});
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    try {
+      process.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await process.status;
+    await stderr;
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+  };
+  let counter = 0;
+  const etcd: TestEtcd = {
+    endpoint,
+    dataDir,
+    process,
+    newPrefix: () => `/t-${crypto.randomUUID().slice(0, 8)}-${counter++}/`,
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+  if (options.noWait) return etcd;
+  try {
+    await waitHealthy(endpoint, options.scheme === "https");
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return etcd;
+}
+
+async function waitHealthy(endpoint: string, tls: boolean): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    if (tls) {
+      // A TLS endpoint needs client certificates; being able to connect is enough here.
+      try {
+        const url = new URL(endpoint);
+        const conn = await Deno.connect({ hostname: url.hostname, port: Number(url.port) });
+        conn.close();
+        return;
+      } catch { /* not yet */ }
+    } else {
+      try {
+        const res = await fetch(`${endpoint}/health`);
+        const body = await res.json();
+        if (body.health === "true") return;
+      } catch { /* not yet */ }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`etcd at ${endpoint} did not become healthy within 15 s`);
+}
