@@ -39,12 +39,14 @@ function parseIpv4(text: string): bigint | undefined {
   return value;
 }
 
-function parseHextets(text: string): bigint[] | undefined {
+// `endsAddress`: only the group that ends the whole address may be dotted IPv4 (RFC 4291 §2.2), so
+// "1.2.3.4::" is refused even though "1.2.3.4" ends the part before the "::".
+function parseHextets(text: string, endsAddress: boolean): bigint[] | undefined {
   if (text === "") return [];
   const hextets: bigint[] = [];
   const parts = text.split(":");
   for (const [i, part] of parts.entries()) {
-    if (i === parts.length - 1 && part.includes(".")) {
+    if (endsAddress && i === parts.length - 1 && part.includes(".")) {
       const v4 = parseIpv4(part);
       if (v4 === undefined) return undefined;
       hextets.push(v4 >> 16n, v4 & 0xffffn);
@@ -60,8 +62,8 @@ function parseHextets(text: string): bigint[] | undefined {
 function parseIpv6(text: string): bigint | undefined {
   const halves = text.split("::");
   if (halves.length > 2) return undefined;
-  const head = parseHextets(halves[0]);
-  const tail = halves.length === 2 ? parseHextets(halves[1]) : [];
+  const head = parseHextets(halves[0], halves.length === 1);
+  const tail = halves.length === 2 ? parseHextets(halves[1], true) : [];
   if (head === undefined || tail === undefined) return undefined;
   const missing = 8 - head.length - tail.length;
   if (halves.length === 1 ? missing !== 0 : missing < 1) return undefined;
@@ -112,8 +114,8 @@ export function tryParseCidr(text: string, options: { strict?: boolean } = {}): 
  * so `10.0.0.1/24` is refused rather than silently read as `10.0.0.0/24`.
  * @throws {TypeError} naming the input.
  */
-export function parseCidr(text: string, options: { strict?: boolean } = { strict: true }): Cidr {
-  const cidr = tryParseCidr(text, options);
+export function parseCidr(text: string, options: { strict?: boolean } = {}): Cidr {
+  const cidr = tryParseCidr(text, { strict: options.strict ?? true });
   if (cidr !== undefined) return cidr;
   const loose = tryParseCidr(text, { strict: false });
   if (loose !== undefined) {

@@ -4,6 +4,11 @@
 export interface TestEtcd extends AsyncDisposable {
   /** Client URL, e.g. `http://127.0.0.1:40123`. */
   endpoint: string;
+  /**
+   * The same server over a UNIX socket (`unix:///tmp/…/localhost:40123`): reachable from inside any
+   * network namespace, where the host's 127.0.0.1 is not, so coild can run in a test netns.
+   */
+  unixEndpoint: string;
   dataDir: string;
   process: Deno.ChildProcess;
   /** A fresh key prefix for one test, e.g. `/t-1a2b3c/`. */
@@ -34,18 +39,21 @@ export interface EtcdStartOptions {
 /** Starts etcd and waits until it serves; removes everything on dispose, also after a failed start. */
 export async function startEtcd(options: EtcdStartOptions = {}): Promise<TestEtcd> {
   const dataDir = await Deno.makeTempDir({ prefix: "coil-t-etcd-" });
+  const dataPath = `${dataDir}/data`;
   const clientPort = options.clientPort ?? freePort();
   const peerPort = options.peerPort ?? freePort();
   const scheme = options.scheme ?? "http";
   const endpoint = `${scheme}://127.0.0.1:${clientPort}`;
+  // etcd creates a unix listener's socket file under its working directory, named after the URL's host.
+  const unixEndpoint = `unix://${dataDir}/localhost:${clientPort}`;
   const name = options.name ?? "default";
   const args = [
     "--name",
     name,
     "--data-dir",
-    dataDir,
+    dataPath,
     "--listen-client-urls",
-    endpoint,
+    scheme === "http" ? `${endpoint},unix://localhost:${clientPort}` : endpoint,
     "--advertise-client-urls",
     endpoint,
     "--listen-peer-urls",
@@ -58,7 +66,7 @@ export async function startEtcd(options: EtcdStartOptions = {}): Promise<TestEtc
     "error",
     ...(options.args ?? []),
   ];
-  const process = new Deno.Command("etcd", { args, stdout: "null", stderr: "piped" }).spawn();
+  const process = new Deno.Command("etcd", { args, cwd: dataDir, stdout: "null", stderr: "piped" }).spawn();
   const stderr = process.stderr.pipeTo(new WritableStream({ write() {} })).catch(() => {});
   let stopped = false;
   const stop = async () => {
@@ -74,6 +82,7 @@ export async function startEtcd(options: EtcdStartOptions = {}): Promise<TestEtc
   let counter = 0;
   const etcd: TestEtcd = {
     endpoint,
+    unixEndpoint,
     dataDir,
     process,
     newPrefix: () => `/t-${crypto.randomUUID().slice(0, 8)}-${counter++}/`,

@@ -1,0 +1,123 @@
+// coild's command line: every flag also from a COIL_* variable (systemd units and DaemonSets set those),
+// validated while parsing so that a typo is a usage error at start, not a failure at the first ADD.
+
+import { Command, InvalidArgumentError, Option } from "commander";
+import { DEFAULT_SOCKET } from "../cni/api.ts";
+import type { EtcdOptions } from "../ipam/etcd_client.ts";
+import { addEtcdOptions, type EtcdFlagValues, etcdOptionsFrom } from "../ipam/admin/etcd_flags.ts";
+
+export interface DaemonConfig {
+  nodeName: string;
+  socket: string;
+  etcd: EtcdOptions;
+  exportTableId: number;
+  protocolId: number;
+  /** 0: pod host routes go to the main table. */
+  podTableId: number;
+  /** How often to sweep for leaked allocations and empty blocks, in seconds; 0 disables. */
+  sweepIntervalSeconds: number;
+  /** A netns must be seen missing this long (and on two sweeps) before its allocation is released. */
+  sweepGraceSeconds: number;
+  clearRoutesOnShutdown: boolean;
+  verbose: boolean;
+}
+
+function uint32(name: string, max = 0xffffffff) {
+  return (text: string) => {
+    if (!/^(0|[1-9][0-9]{0,9})$/.test(text) || Number(text) > max) {
+      throw new InvalidArgumentError(`${name} must be a whole number from 0 to ${max}, not "${text}"`);
+    }
+    return Number(text);
+  };
+}
+
+function table(text: string): number {
+  const id = uint32("a table id")(text);
+  if (id === 0 || (id >= 253 && id <= 255)) {
+    throw new InvalidArgumentError(`table ${id} is reserved (0 unspec, 253 default, 254 main, 255 local)`);
+  }
+  return id;
+}
+
+/** The coild command, ready to parse; `action` runs with the validated configuration. */
+export function daemonCommand(action: (config: DaemonConfig) => Promise<void>): Command {
+  const env = (flags: string, description: string, variable: string) =>
+    new Option(flags, description).env(variable);
+  const command = new Command("coil daemon")
+    .description(
+      "Run coild, the Coil node daemon: serves the CNI plugin over a root-only UNIX socket, hands out pod " +
+        "addresses from blocks this node claims in etcd, sets up pod veths and routes, and keeps the blocks " +
+        "it owns in a kernel routing table for BIRD (or another routing daemon) to advertise.",
+    )
+    .addOption(
+      env("--node-name <name>", "this node's name in etcd (default: the host name)", "COIL_NODE_NAME"),
+    )
+    .addOption(env("--socket <path>", "UNIX socket of the CNI API", "COIL_SOCKET").default(DEFAULT_SOCKET))
+    .addOption(
+      env(
+        "--export-table-id <id>",
+        "kernel table that holds one route per owned block",
+        "COIL_EXPORT_TABLE_ID",
+      )
+        .argParser(table).default(119),
+    )
+    .addOption(
+      env("--protocol-id <id>", "route protocol stamped on Coil's routes", "COIL_PROTOCOL_ID")
+        .argParser(uint32("a protocol id", 255)).default(30),
+    )
+    .addOption(
+      env(
+        "--pod-table-id <id>",
+        "table for per-pod host routes, reached by an ip rule (default: main)",
+        "COIL_POD_TABLE_ID",
+      ).argParser(table),
+    )
+    .addOption(
+      env(
+        "--sweep-interval <seconds>",
+        "period of the leak and empty-block sweep; 0 disables",
+        "COIL_SWEEP_INTERVAL",
+      )
+        .argParser(uint32("the sweep interval")).default(60),
+    )
+    .addOption(
+      env(
+        "--sweep-grace <seconds>",
+        "how long a pod netns must be gone before the sweep releases its addresses",
+        "COIL_SWEEP_GRACE",
+      ).argParser(uint32("the sweep grace")).default(60),
+    )
+    .addOption(
+      env(
+        "--clear-routes-on-shutdown",
+        "empty the export table when coild stops (for decommissioning a node)",
+        "COIL_CLEAR_ROUTES_ON_SHUTDOWN",
+      ),
+    )
+    .addOption(env("--verbose", "log debug events too", "COIL_VERBOSE"))
+    .showHelpAfterError()
+    .allowExcessArguments(false);
+  addEtcdOptions(command);
+  command.action(async (opts) => {
+    const values = opts as EtcdFlagValues & Record<string, unknown>;
+    let etcd: EtcdOptions;
+    try {
+      etcd = etcdOptionsFrom(values);
+    } catch (err) {
+      command.error(`error: ${(err as Error).message}`, { exitCode: 2 });
+    }
+    await action({
+      nodeName: (values.nodeName as string | undefined) || Deno.hostname(),
+      socket: values.socket as string,
+      etcd: etcd!,
+      exportTableId: values.exportTableId as number,
+      protocolId: values.protocolId as number,
+      podTableId: (values.podTableId as number | undefined) ?? 0,
+      sweepIntervalSeconds: values.sweepInterval as number,
+      sweepGraceSeconds: values.sweepGrace as number,
+      clearRoutesOnShutdown: Boolean(values.clearRoutesOnShutdown),
+      verbose: Boolean(values.verbose),
+    });
+  });
+  return command;
+}

@@ -1,0 +1,120 @@
+// coild: wires IPAM (etcd), the kernel (netlink) and the CNI API together, in the start-up order that
+// makes a restart safe: state from etcd first, then the kernel repaired to match, only then the socket.
+
+import { CommanderError } from "commander";
+import { connectEtcd, waitForEtcd } from "../ipam/etcd_client.ts";
+import { createNodeIpam, type NodeIpam } from "../ipam/node_ipam.ts";
+import { NetlinkSocket } from "../netlink/socket.ts";
+import { parseApiRequest } from "./api_request.ts";
+import { createCniService } from "./cni_service.ts";
+import { daemonCommand, type DaemonConfig } from "./config.ts";
+import { errorReply } from "./errors.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { createPodNetwork } from "./pod_network.ts";
+import { createRouteExporter, type RouteExporter } from "./route_exporter.ts";
+import { serveSocket } from "./socket_server.ts";
+
+/** Runs coild until SIGTERM or SIGINT; returns the exit code. */
+export async function runDaemon(args: string[]): Promise<number> {
+  let exitCode = 0;
+  const command = daemonCommand(async (config) => {
+    exitCode = await serve(config);
+  }).exitOverride();
+  try {
+    await command.parseAsync(args, { from: "user" });
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode;
+    throw err;
+  }
+  return exitCode;
+}
+
+async function serve(config: DaemonConfig): Promise<number> {
+  const log = createLogger({ verbose: config.verbose });
+  const stop = shutdownSignal();
+  log("info", "starting", { node: config.nodeName, socket: config.socket, etcd: config.etcd.endpoints });
+  const client = await connectEtcd(config.etcd);
+  try {
+    if (!await waitUntilEtcdAnswers(client, log, stop.promise)) return 0;
+    const ipam = await createNodeIpam({
+      client,
+      prefix: config.etcd.prefix,
+      node: config.nodeName,
+      log: (event) => log("info", String(event.event ?? "ipam"), event),
+    });
+    using host = new NetlinkSocket();
+    const exporter = createRouteExporter({
+      sock: host,
+      table: config.exportTableId,
+      protocol: config.protocolId,
+    });
+    const exportBlocks = () => syncExport(exporter, ipam, log);
+    ipam.onBlocksChanged(exportBlocks);
+    exportBlocks();
+    const podNetwork = createPodNetwork({
+      host,
+      defaultHostRouteTable: config.podTableId,
+      protocol: config.protocolId,
+    });
+    const service = createCniService({ ipam, podNetwork, log });
+    const server = await serveSocket(config.socket, async (line) => {
+      try {
+        return await service(parseApiRequest(line));
+      } catch (err) {
+        return errorReply(err);
+      }
+    });
+    log("info", "ready", { blocks: ipam.ownedBlocks().length, allocations: ipam.allocations().length });
+    await stop.promise;
+    log("info", "stopping");
+    await server.close();
+    await ipam.close();
+    if (config.clearRoutesOnShutdown) {
+      const report = exporter.sync([]);
+      log("info", "export table cleared", { table: config.exportTableId, removed: report.removed });
+    }
+    return 0;
+  } finally {
+    stop.dispose();
+    client.close();
+  }
+}
+
+function syncExport(exporter: RouteExporter, ipam: NodeIpam, log: Logger): void {
+  try {
+    const report = exporter.sync(ipam.ownedBlocks().map((b) => b.block));
+    if (report.added || report.removed) log("info", "export table synced", { ...report });
+  } catch (err) {
+    log("error", "export table sync failed", { error: err });
+  }
+}
+
+/** Waits for etcd, logging every failed attempt; false when told to stop first. */
+async function waitUntilEtcdAnswers(
+  client: Parameters<typeof waitForEtcd>[0],
+  log: Logger,
+  stopped: Promise<void>,
+): Promise<boolean> {
+  let stop = false;
+  stopped.then(() => stop = true);
+  while (!stop) {
+    try {
+      await waitForEtcd(client, 5000);
+      return true;
+    } catch (err) {
+      log("warn", "waiting for etcd", { error: err });
+    }
+  }
+  return false;
+}
+
+function shutdownSignal() {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
+  const handler = () => resolve();
+  for (const s of signals) Deno.addSignalListener(s, handler);
+  return {
+    promise,
+    dispose: () => signals.forEach((s) => Deno.removeSignalListener(s, handler)),
+  };
+}

@@ -1,0 +1,241 @@
+// The pod's network in main-plugin mode: a veth pair whose pod end is created inside the pod netns,
+// the link-local gateway on the host end, a host route per pod address, and the pod's routes.
+//
+// The pod routes everything via 169.254.1.1 (IPv4) and fe80::1 (IPv6), addresses that every host veth
+// carries (scope link), so the host answers ARP/ND for them even when kube-proxy sets arp_ignore
+// (Coil v1.0.0 moved to a link-local gateway for that reason, k8s#70530).
+
+import type { AddRequest, AddResult, Attachment, CheckRequest } from "../cni/api.ts";
+import { formatIp } from "../ipam/cidr.ts";
+import type { AllocatedAddress, Allocation } from "../ipam/node_ipam.ts";
+import { addrAdd, addrList } from "../netlink/addr.ts";
+import { isNotFound } from "../netlink/errors.ts";
+import {
+  type Link,
+  linkAddVeth,
+  linkByName,
+  linkDel,
+  linkList,
+  linkSetAlias,
+  linkSetUp,
+} from "../netlink/link.ts";
+import { closeNetns, openNetns } from "../netlink/netns.ts";
+import { type Route, routeAdd, routeDump } from "../netlink/route.ts";
+import { NetlinkSocket } from "../netlink/socket.ts";
+import { CODE, DaemonError } from "./errors.ts";
+import { HostRouteTables } from "./host_route_tables.ts";
+import { hostVethName } from "./veth_name.ts";
+
+export const GATEWAY_V4 = "169.254.1.1";
+export const GATEWAY_V6 = "fe80::1";
+const MAIN_TABLE = 254;
+const DEFAULT_MTU = 1500;
+
+/** Sets up, verifies and removes pod networks. Every method runs its kernel work synchronously. */
+export interface PodNetwork {
+  /** Creates the pod's interfaces and routes; removes what it made when a step fails. */
+  setup(req: AddRequest, allocation: Allocation): AddResult;
+  /** @throws {DaemonError} naming the first missing or different piece. */
+  check(req: CheckRequest, allocation: Allocation): void;
+  /** Removes the pod's veth (its routes go with it). Idempotent; fine when the netns is gone. */
+  destroy(attachment: Omit<Attachment, "network">): void;
+  /** The host veths of pods that exist on this node, by name. */
+  hostLinks(): Map<string, Link>;
+}
+
+export interface PodNetworkOptions {
+  /** Socket in coild's (the host's) netns. */
+  host: NetlinkSocket;
+  /** Table of the per-pod host routes when the netconf gives none (`--pod-table-id`); 0: main. */
+  defaultHostRouteTable: number;
+  /** Protocol stamped on host routes, so that they can be told apart from others. */
+  protocol: number;
+}
+
+/** Creates the pod network component over a host-side netlink socket. */
+export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
+  const { host, protocol } = options;
+  const tables = new HostRouteTables(host, protocol);
+  const tableFor = (requested: number) => requested || options.defaultHostRouteTable || MAIN_TABLE;
+
+  function setup(req: AddRequest, allocation: Allocation): AddResult {
+    const name = hostVethName(req);
+    removeStale(name);
+    const mtu = req.mtu || defaultRouteMtu(host);
+    const table = tableFor(req.hostRouteTable);
+    return withPodNetns(req.netns, (pod) => {
+      const fd = pod.fd;
+      const hostLink = linkAddVeth(host, { name, peerName: req.ifName, peerNetnsFd: fd, mtu });
+      try {
+        linkSetAlias(host, hostLink.index, aliasOf(req));
+        linkSetUp(host, hostLink.index);
+        for (const a of allocation.addresses) {
+          addrAdd(host, gatewayAddr(hostLink.index, a));
+          routeAdd(host, hostRoute(hostLink.index, a, table, protocol));
+        }
+        if (table !== MAIN_TABLE) tables.ensureRules(table, families(allocation));
+        const podLink = configurePod(pod.sock, req.ifName, allocation.addresses);
+        return result(hostLink, podLink, req.netns, allocation.addresses);
+      } catch (err) {
+        deleteIfPresent(name);
+        throw err;
+      }
+    });
+  }
+
+  function check(req: CheckRequest, allocation: Allocation): void {
+    const name = hostVethName(req);
+    const hostLink = linkByName(host, name);
+    if (!hostLink?.up) throw checkFailed(`host veth "${name}" is ${hostLink ? "down" : "missing"}`);
+    const table = tableFor(req.hostRouteTable);
+    const hostRoutes = routeDump(host, { table, oif: hostLink.index });
+    for (const a of allocation.addresses) {
+      const dst = `${formatIp(a.address)}/${a.family === 4 ? 32 : 128}`;
+      if (!hostRoutes.some((r) => r.dst === dst)) {
+        throw checkFailed(`host route ${dst} dev ${name} table ${table} is missing`);
+      }
+    }
+    withPodNetns(req.netns, ({ sock }) => {
+      const podLink = linkByName(sock, req.ifName);
+      if (!podLink?.up) throw checkFailed(`pod interface "${req.ifName}" is ${podLink ? "down" : "missing"}`);
+      const addrs = addrList(sock, { index: podLink.index });
+      const routes = routeDump(sock, { table: MAIN_TABLE, oif: podLink.index });
+      for (const a of allocation.addresses) {
+        const ip = formatIp(a.address);
+        if (!addrs.some((x) => x.address === ip)) {
+          throw checkFailed(`pod address ${ip} on "${req.ifName}" is missing`);
+        }
+        const gateway = a.family === 4 ? GATEWAY_V4 : GATEWAY_V6;
+        const dflt = a.family === 4 ? "0.0.0.0/0" : "::/0";
+        if (!routes.some((r) => r.dst === dflt && r.gateway === gateway)) {
+          throw checkFailed(`pod default route via ${gateway} is missing`);
+        }
+      }
+    });
+  }
+
+  function destroy(attachment: Omit<Attachment, "network">): void {
+    const name = hostVethName(attachment);
+    const link = linkByName(host, name);
+    // Only our own link: after a pod was re-created, the same name may belong to its newer attachment.
+    if (link && (link.alias === undefined || link.alias === aliasOf(attachment))) deleteIfPresent(name);
+    tables.dropUnused();
+  }
+
+  function hostLinks(): Map<string, Link> {
+    const ours = linkList(host).filter((l) => l.alias?.startsWith(ALIAS_PREFIX));
+    return new Map(ours.map((link) => [link.name, link]));
+  }
+
+  function removeStale(name: string): void {
+    // A leftover of a crashed ADD (Coil v1 #70): the new pair cannot be created while the name is taken.
+    deleteIfPresent(name);
+  }
+
+  function deleteIfPresent(name: string): void {
+    try {
+      linkDel(host, name);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
+  return { setup, check, destroy, hostLinks };
+}
+
+const ALIAS_PREFIX = "coil:";
+
+/** The alias tagging a host veth with its attachment, so a restarted coild can tell whose it is. */
+export function aliasOf(a: { containerId: string; ifName: string }): string {
+  return `${ALIAS_PREFIX}${a.containerId}:${a.ifName}`;
+}
+
+/** Parses an alias written by aliasOf(); undefined for other links. */
+export function parseAlias(alias: string | undefined): { containerId: string; ifName: string } | undefined {
+  if (!alias?.startsWith(ALIAS_PREFIX)) return undefined;
+  const rest = alias.slice(ALIAS_PREFIX.length);
+  const colon = rest.lastIndexOf(":");
+  if (colon <= 0) return undefined;
+  return { containerId: rest.slice(0, colon), ifName: rest.slice(colon + 1) };
+}
+
+/** Runs `fn` with a socket inside the pod's netns; a vanished netns is a clear error, not a crash. */
+function withPodNetns<T>(path: string, fn: (pod: { fd: number; sock: NetlinkSocket }) => T): T {
+  let fd: number;
+  try {
+    fd = openNetns(path);
+  } catch (err) {
+    if (isNotFound(err)) {
+      throw new DaemonError(CODE.ioFailure, `Pod network namespace "${path}" does not exist`);
+    }
+    throw err;
+  }
+  try {
+    using sock = new NetlinkSocket({ netnsFd: fd });
+    return fn({ fd, sock });
+  } finally {
+    closeNetns(fd);
+  }
+}
+
+/** Inside the pod: the interface up, its addresses, the link route to the gateway and the default route. */
+function configurePod(sock: NetlinkSocket, ifName: string, addresses: AllocatedAddress[]): Link {
+  const link = linkByName(sock, ifName);
+  if (!link) throw new DaemonError(CODE.internal, `Pod interface "${ifName}" vanished right after creation`);
+  linkSetUp(sock, link.index);
+  for (const a of addresses) {
+    const ip = formatIp(a.address);
+    if (a.family === 4) {
+      addrAdd(sock, { index: link.index, address: ip, prefix: 32 });
+      routeAdd(sock, { dst: `${GATEWAY_V4}/32`, oif: link.index, scope: "link" });
+      routeAdd(sock, { dst: "0.0.0.0/0", gateway: GATEWAY_V4, oif: link.index });
+    } else {
+      addrAdd(sock, { index: link.index, address: ip, prefix: 128, nodad: true });
+      routeAdd(sock, { dst: "::/0", gateway: GATEWAY_V6, oif: link.index });
+    }
+  }
+  return link;
+}
+
+function gatewayAddr(index: number, a: AllocatedAddress) {
+  return a.family === 4
+    ? { index, address: GATEWAY_V4, prefix: 32, scope: "link" as const }
+    : { index, address: GATEWAY_V6, prefix: 64, scope: "link" as const, nodad: true };
+}
+
+function hostRoute(oif: number, a: AllocatedAddress, table: number, protocol: number): Route {
+  const dst = `${formatIp(a.address)}/${a.family === 4 ? 32 : 128}`;
+  return { dst, oif, table, protocol, scope: "link" };
+}
+
+function families(allocation: Allocation): (4 | 6)[] {
+  return allocation.addresses.map((a) => a.family);
+}
+
+function result(hostLink: Link, podLink: Link, netns: string, addresses: AllocatedAddress[]): AddResult {
+  return {
+    interfaces: [
+      { name: hostLink.name, mac: hostLink.mac, mtu: hostLink.mtu },
+      { name: podLink.name, mac: podLink.mac, mtu: podLink.mtu, sandbox: netns },
+    ],
+    ips: addresses.map((a) => ({
+      address: `${formatIp(a.address)}/${a.family === 4 ? 32 : 128}`,
+      gateway: a.family === 4 ? GATEWAY_V4 : GATEWAY_V6,
+      interface: 1,
+    })),
+    routes: addresses.map((a) =>
+      a.family === 4 ? { dst: "0.0.0.0/0", gw: GATEWAY_V4 } : { dst: "::/0", gw: GATEWAY_V6 }
+    ),
+  };
+}
+
+/** MTU of the interface that carries the host's IPv4 default route (the pods' traffic leaves there). */
+function defaultRouteMtu(host: NetlinkSocket): number {
+  const dflt = routeDump(host, { family: 4, table: MAIN_TABLE }).find((r) => r.dst === "0.0.0.0/0" && r.oif);
+  const link = dflt?.oif === undefined ? undefined : linkList(host).find((l) => l.index === dflt.oif);
+  return link?.mtu ?? DEFAULT_MTU;
+}
+
+function checkFailed(what: string): DaemonError {
+  return new DaemonError(CODE.checkFailed, `CHECK failed: ${what}`);
+}

@@ -1,0 +1,23 @@
+// Host-side veth names: "veth" + the first 11 hex digits of sha1("<namespace>.<pod>"), as Calico and
+// Coil name them, so operators' tooling and a migration from either keep working.
+
+import { createHash } from "node:crypto";
+
+/** The identity a host veth name is derived from. */
+export interface PodIdentity {
+  podNamespace: string;
+  podName: string;
+  containerId: string;
+  ifName: string;
+}
+
+/**
+ * The host-side veth name for a pod's interface (15 bytes, the kernel's limit). Without a pod name
+ * (a runtime outside Kubernetes) it derives from the container ID; a second interface of the same pod
+ * (ifName other than eth0) gets its own name so the two cannot collide.
+ */
+export function hostVethName(pod: PodIdentity): string {
+  const base = pod.podName ? `${pod.podNamespace}.${pod.podName}` : pod.containerId;
+  const seed = pod.ifName === "eth0" ? base : `${base}.${pod.ifName}`;
+  return "veth" + createHash("sha1").update(seed).digest("hex").slice(0, 11);
+}

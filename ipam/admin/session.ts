@@ -1,0 +1,48 @@
+// One etcd connection per admin command: opened from the parsed flags, closed afterwards, and its
+// failures turned into one readable line that names the endpoints.
+
+import type { Etcd3 } from "etcd3";
+import { connectEtcd, type EtcdOptions } from "../etcd_client.ts";
+import { IpamError, isIpamError } from "../errors.ts";
+import { type EtcdFlagValues, etcdOptionsFrom } from "./etcd_flags.ts";
+
+/**
+ * Connects with the flag values, runs `fn`, and closes the client.
+ * @throws {IpamError} from `fn`; kind "unavailable" reworded to name the endpoints and the cause.
+ * @throws {InvalidArgumentError} for inconsistent flags (see etcdOptionsFrom).
+ */
+export async function withEtcd<T>(
+  values: EtcdFlagValues,
+  fn: (client: Etcd3, options: EtcdOptions) => Promise<T>,
+): Promise<T> {
+  const options = etcdOptionsFrom(values);
+  const client = await connectEtcd(options);
+  try {
+    return await fn(client, options);
+  } catch (err) {
+    if (isIpamError(err, "unavailable")) throw explain(err, options);
+    throw err;
+  } finally {
+    client.close();
+  }
+}
+
+function explain(err: IpamError, options: EtcdOptions): IpamError {
+  const cause = err.cause instanceof Error ? err.cause.message : err.message;
+  return new IpamError(
+    "unavailable",
+    `Cannot reach etcd at ${options.endpoints.join(",")}: ${tidy(cause, options)}`,
+    {
+      cause: err,
+    },
+  );
+}
+
+// grpc-js messages carry a status prefix and resolver diagnostics that say nothing to an operator:
+// "14 UNAVAILABLE: No connection established. Last error: Error: connect ECONNREFUSED …. Resolution note: ".
+function tidy(message: string, options: EtcdOptions): string {
+  if (message.includes("DEADLINE_EXCEEDED")) return `no answer within ${options.callTimeoutMs} ms`;
+  const last = /Last error: (?:Error: )?(.*?)\.?\s*(?:Resolution note:.*)?$/s.exec(message);
+  if (last) return last[1];
+  return message.replace(/^\d+ [A-Z_]+: /, "").replace(/\s*Resolution note:.*$/s, "");
+}

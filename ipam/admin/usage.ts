@@ -1,0 +1,80 @@
+// Utilisation arithmetic over a Snapshot: per subnet of a pool, per pool and per node. Pure; totals
+// that grow with IPv6 subnets are BigInt, counts of etcd keys are numbers.
+
+import { blockCount, type Cidr, cidrSize, contains, nthAddress } from "../cidr.ts";
+import { blockPrefix, type Pool } from "../pool.ts";
+import type { ClaimedBlock } from "./snapshot.ts";
+
+export interface SubnetUsage {
+  subnet: Cidr;
+  blockPrefix: number;
+  blocksClaimed: number;
+  blocksTotal: bigint;
+  addressesUsed: number;
+  addresses: bigint;
+}
+
+export interface PoolUsage {
+  pool: Pool;
+  subnets: SubnetUsage[];
+  blocksClaimed: number;
+  blocksTotal: bigint;
+  addressesUsed: number;
+  /** Addresses in the claimed blocks: what the nodes can hand out without claiming more. */
+  addressesInClaimedBlocks: number;
+}
+
+export interface NodeUsage {
+  node: string;
+  live: boolean;
+  blocks: number;
+  addressesUsed: number;
+  /** Addresses in the node's blocks. */
+  capacity: number;
+}
+
+/** Usage of one pool, given the claimed blocks (of any pool: others are ignored). */
+export function poolUsage(pool: Pool, blocks: readonly ClaimedBlock[]): PoolUsage {
+  const own = blocks.filter((b) => b.pool === pool.name);
+  const subnets = pool.subnets.map((subnet): SubnetUsage => {
+    const inside = own.filter((b) => contains(subnet, nthAddress(b.block, 0n)));
+    const prefix = blockPrefix(pool, subnet.family);
+    return {
+      subnet,
+      blockPrefix: prefix,
+      blocksClaimed: inside.length,
+      blocksTotal: blockCount(subnet, prefix),
+      addressesUsed: sum(inside.map((b) => b.addressesUsed)),
+      addresses: cidrSize(subnet),
+    };
+  });
+  return {
+    pool,
+    subnets,
+    blocksClaimed: own.length,
+    blocksTotal: subnets.reduce((acc, s) => acc + s.blocksTotal, 0n),
+    addressesUsed: sum(own.map((b) => b.addressesUsed)),
+    addressesInClaimedBlocks: sum(own.map((b) => Number(cidrSize(b.block)))),
+  };
+}
+
+/** Usage per node holding blocks, plus live nodes holding none, sorted by name. */
+export function nodeUsage(blocks: readonly ClaimedBlock[], liveNodes: ReadonlySet<string>): NodeUsage[] {
+  const byNode = new Map<string, NodeUsage>();
+  for (const node of liveNodes) {
+    byNode.set(node, { node, live: true, blocks: 0, addressesUsed: 0, capacity: 0 });
+  }
+  for (const b of blocks) {
+    const entry = byNode.get(b.node) ??
+      { node: b.node, live: liveNodes.has(b.node), blocks: 0, addressesUsed: 0, capacity: 0 };
+    entry.blocks++;
+    entry.addressesUsed += b.addressesUsed;
+    entry.capacity += Number(cidrSize(b.block));
+    byNode.set(b.node, entry);
+  }
+  return [...byNode.values()].sort((a, b) => a.node < b.node ? -1 : a.node > b.node ? 1 : 0);
+}
+
+function sum(values: number[]): number {
+  return values.reduce((acc, v) => acc + v, 0);
+}

@@ -1,0 +1,150 @@
+// Choosing and claiming a free block of a pool. Candidates are random, so nodes claiming at once rarely
+// want the same key: uniform among the free blocks of a pool small enough to list, random probes in a
+// huge one (an IPv6 /48 cut into /123 blocks has 2^75 blocks, which must never be enumerated).
+
+import { blockAt, blockCount, type Cidr, type Family, familyBits, formatCidr } from "./cidr.ts";
+import type { IpamStore } from "./etcd_store.ts";
+import type { StoredAddress } from "./etcd_values.ts";
+import { IpamError } from "./errors.ts";
+import { blockPrefix, type Pool } from "./pool.ts";
+
+/** Pools with at most this many blocks (per family) are listed and picked from uniformly. */
+export const LIST_LIMIT = 65536n;
+/** Random probes in a huge pool before falling back to listing its claimed blocks. */
+export const PROBES = 8;
+/** Lost races after which a claim gives up with kind "conflict". */
+export const MAX_CLAIM_ATTEMPTS = 32;
+
+/** The blocks of one family of a pool, numbered 0…total-1 across its subnets in order. */
+export interface BlockSpace {
+  prefix: number;
+  subnets: { subnet: Cidr; count: bigint }[];
+  total: bigint;
+}
+
+export interface ClaimContext {
+  store: IpamStore;
+  node: string;
+  random: () => number;
+  now: () => Date;
+  log: (event: Record<string, unknown>) => void;
+  /** Called for every claim txn that lost (the key was taken): the retry count. */
+  onRetry: () => void;
+}
+
+export interface ClaimedBlock {
+  pool: string;
+  cidr: Cidr;
+  /** ModRevision of the new block key. */
+  revision: string;
+  /** Address keys already in the block (left over from a forced release). */
+  addresses: StoredAddress[];
+}
+
+/** The block space of `family` in the pool (total 0 when the pool has no subnet of that family). */
+export function blockSpace(pool: Pool, family: Family): BlockSpace {
+  const prefix = blockPrefix(pool, family);
+  const subnets = pool.subnets
+    .filter((s) => s.family === family)
+    .map((subnet) => ({ subnet, count: blockCount(subnet, prefix) }));
+  return { prefix, subnets, total: subnets.reduce((sum, s) => sum + s.count, 0n) };
+}
+
+/** The block numbered `index` in the space. @throws {RangeError} outside it. */
+export function blockAtIndex(space: BlockSpace, index: bigint): Cidr {
+  let rest = index;
+  for (const { subnet, count } of space.subnets) {
+    if (rest >= 0n && rest < count) return blockAt(subnet, space.prefix, rest);
+    rest -= count;
+  }
+  throw new RangeError(`Block ${index} outside a space of ${space.total} blocks`);
+}
+
+/** The number of a block in the space, or undefined when it is not one of its blocks. */
+export function indexOfBlock(space: BlockSpace, block: Cidr): bigint | undefined {
+  if (block.prefix !== space.prefix) return undefined;
+  const size = 1n << BigInt(familyBits(block.family) - space.prefix);
+  let offset = 0n;
+  for (const { subnet, count } of space.subnets) {
+    if (subnet.family === block.family && block.base >= subnet.base) {
+      const i = (block.base - subnet.base) / size;
+      if (i < count) return offset + i;
+    }
+    offset += count;
+  }
+  return undefined;
+}
+
+/** A uniform random integer in [0, n), from as many 32-bit draws as n needs. */
+export function randomBelow(n: bigint, random: () => number): bigint {
+  if (n <= 0n) throw new RangeError(`Empty range: ${n}`);
+  const bits = n.toString(2).length + 32; // extra bits make the modulo bias negligible
+  let value = 0n;
+  for (let have = 0; have < bits; have += 32) {
+    value = (value << 32n) | BigInt(Math.floor(random() * 0x100000000) >>> 0);
+  }
+  return value % n;
+}
+
+/**
+ * A free block number given the claimed ones, or undefined when none is free. Small spaces pick
+ * uniformly among the free; huge ones walk forward from a random start (at most claimed+1 steps).
+ */
+export function pickFree(space: BlockSpace, claimed: Set<bigint>, random: () => number): bigint | undefined {
+  if (BigInt(claimed.size) >= space.total) return undefined;
+  if (space.total <= LIST_LIMIT) {
+    const free: number[] = [];
+    for (let i = 0; i < Number(space.total); i++) {
+      if (!claimed.has(BigInt(i))) free.push(i);
+    }
+    return BigInt(free[Math.floor(random() * free.length)]);
+  }
+  let index = randomBelow(space.total, random);
+  while (claimed.has(index)) index = (index + 1n) % space.total;
+  return index;
+}
+
+/**
+ * Claims a free block of `family` in the pool for `ctx.node` with one txn per attempt; a lost race
+ * (the else branch names the winner) counts a retry and picks again.
+ * @throws {IpamError} kind "exhausted" naming the pool when no block is free, "conflict" after
+ * MAX_CLAIM_ATTEMPTS lost races, "unavailable" when etcd fails.
+ */
+export async function claimBlock(ctx: ClaimContext, pool: Pool, family: Family): Promise<ClaimedBlock> {
+  const space = blockSpace(pool, family);
+  let probes = space.total > LIST_LIMIT ? PROBES : 0;
+  for (let attempt = 0; attempt < MAX_CLAIM_ATTEMPTS; attempt++) {
+    let index: bigint | undefined;
+    if (probes > 0) {
+      probes--;
+      index = space.total > 0n ? randomBelow(space.total, ctx.random) : undefined;
+    } else {
+      const claimed = new Set<bigint>();
+      for (const block of await ctx.store.claimedBlocks(pool.name)) {
+        const i = indexOfBlock(space, block);
+        if (i !== undefined) claimed.add(i);
+      }
+      index = pickFree(space, claimed, ctx.random);
+    }
+    if (index === undefined) {
+      throw new IpamError("exhausted", `Pool "${pool.name}" is exhausted: no free IPv${family} block left`);
+    }
+    const cidr = blockAtIndex(space, index);
+    const record = { node: ctx.node, pool: pool.name, claimedAt: ctx.now().toISOString() };
+    const outcome = await ctx.store.claimBlock(pool.name, cidr, record);
+    if (outcome.claimed) {
+      return { pool: pool.name, cidr, revision: outcome.revision, addresses: outcome.addresses };
+    }
+    ctx.onRetry();
+    ctx.log({
+      event: "block claim lost",
+      pool: pool.name,
+      block: formatCidr(cidr),
+      owner: outcome.owner?.node,
+    });
+  }
+  throw new IpamError(
+    "conflict",
+    `Cannot claim an IPv${family} block of pool "${pool.name}": lost ${MAX_CLAIM_ATTEMPTS} races to other claims`,
+  );
+}

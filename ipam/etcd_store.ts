@@ -1,0 +1,277 @@
+// Every etcd read and transaction of the node-side IPAM, one txn per decision. Client failures become
+// IpamError "unavailable"; values are validated here, as they come out of etcd.
+
+import { Buffer } from "node:buffer";
+import type { Etcd3, ICompare, IKeyValue, IRequestOp, IResponseOp } from "etcd3";
+import type { Cidr, IpAddress } from "./cidr.ts";
+import { unavailable } from "./etcd_client.ts";
+import {
+  type BadKey,
+  type BlockState,
+  decodeAddresses,
+  decodeBlock,
+  decodeBlockKey,
+  parseBlockId,
+  type StoredAddress,
+  type StoredBlock,
+} from "./etcd_values.ts";
+import { type Keys, keysFor, prefixRangeEnd } from "./keys.ts";
+import type { AddressRecord, BlockRecord } from "./records.ts";
+
+/** The ModRevision a block key must still have for a write to go ahead. */
+export interface BlockGuard {
+  pool: string;
+  cidr: Cidr;
+  revision: string;
+}
+
+export interface NewAddress {
+  block: Cidr;
+  ip: IpAddress;
+  record: AddressRecord;
+}
+
+export type ClaimOutcome =
+  | { claimed: true; revision: string; addresses: StoredAddress[] }
+  | { claimed: false; owner?: BlockRecord };
+
+export type WriteOutcome = { ok: true; revision: string } | { ok: false; states: BlockState[] };
+
+/** The narrow etcd interface of NodeIpam. Every method rejects with IpamError "unavailable" when etcd fails. */
+export interface IpamStore {
+  readonly keys: Keys;
+  /** Every pool value by name, and the revision of the read (a watch continues after it). */
+  readPools(): Promise<{ values: Map<string, string>; revision: string }>;
+  /** One pool's value, or undefined. */
+  readPool(name: string): Promise<string | undefined>;
+  /**
+   * Calls `onChange` for each later pool put (value) or delete (undefined), and `onLost` once if etcd
+   * cancels the watch (e.g. its revision was compacted during an outage); the result stops it.
+   */
+  watchPools(
+    afterRevision: string,
+    onChange: (name: string, value?: string) => void,
+    onLost: (err: Error) => void,
+  ): Promise<() => Promise<void>>;
+  /** The blocks of the pool that someone owns (keys only). Unreadable keys are left out. */
+  claimedBlocks(pool: string): Promise<Cidr[]>;
+  /** One txn: If CreateRevision(block)==0 Then put the record and read the block's addresses Else read the owner. */
+  claimBlock(pool: string, cidr: Cidr, record: BlockRecord): Promise<ClaimOutcome>;
+  /** Every block key with its owner; those that are not valid blocks come back in `bad`. */
+  allBlocks(): Promise<{ blocks: StoredBlock[]; bad: BadKey[] }>;
+  /** The block key (if any) and every address key of the block. */
+  readBlock(pool: string, cidr: Cidr): Promise<BlockState>;
+  /** One txn putting every address (each CreateRevision==0) if every guarded block is unchanged. */
+  putAddresses(guards: BlockGuard[], addresses: NewAddress[]): Promise<WriteOutcome>;
+  /**
+   * Deletes each address whose ModRevision is unchanged; one txn when none changed. Idempotent.
+   * @returns the keys left alone because someone else rewrote them.
+   */
+  releaseAddresses(addresses: { key: string; revision: string }[]): Promise<string[]>;
+  /** One txn deleting the block if its ModRevision is unchanged and its address range is empty. */
+  releaseBlock(guard: BlockGuard): Promise<{ released: true } | { released: false; state: BlockState }>;
+}
+
+/** How long starting a watch may take before it counts as etcd being unavailable. */
+const WATCH_START_TIMEOUT_MS = 5000;
+
+/** The store over a client and a key prefix (ending with `/`). Does not own the client. */
+export function createEtcdStore(client: Etcd3, prefix: string): IpamStore {
+  const keys = keysFor(prefix);
+
+  async function txn(compare: ICompare[], success: IRequestOp[], failure: IRequestOp[]) {
+    try {
+      return await client.kv.txn({ compare, success, failure });
+    } catch (err) {
+      throw unavailable(err);
+    }
+  }
+
+  async function range(key: string, options: { prefix?: boolean; keysOnly?: boolean } = {}) {
+    try {
+      const res = await client.kv.range({ ...rangeOf(key, options.prefix), keys_only: options.keysOnly });
+      return res.kvs;
+    } catch (err) {
+      throw unavailable(err);
+    }
+  }
+
+  function blockState(pool: string, cidr: Cidr, blockRes: IResponseOp, addrRes: IResponseOp): BlockState {
+    const kv = blockRes.response_range.kvs[0];
+    const block = kv && decodeBlock(keys, pool, cidr, kv);
+    return { cidr, block, addresses: decodeAddresses(keys, cidr, addrRes.response_range.kvs) };
+  }
+
+  function readOps(pool: string, cidr: Cidr): IRequestOp[] {
+    return [
+      { request_range: rangeOf(keys.block(pool, cidr)) },
+      { request_range: rangeOf(keys.addressesOfBlock(cidr), true) },
+    ];
+  }
+
+  return {
+    keys,
+    async readPools() {
+      try {
+        const res = await client.kv.range(rangeOf(keys.pools(), true));
+        const values = new Map<string, string>();
+        for (const kv of res.kvs) {
+          const name = kv.key.toString().slice(keys.pools().length);
+          if (!name.includes("/")) values.set(name, kv.value.toString());
+        }
+        return { values, revision: res.header.revision };
+      } catch (err) {
+        throw unavailable(err);
+      }
+    },
+    async readPool(name) {
+      const [kv] = await range(keys.pool(name));
+      return kv?.value.toString();
+    },
+    async watchPools(afterRevision, onChange, onLost) {
+      const nameOf = (kv: IKeyValue) => kv.key.toString().slice(keys.pools().length);
+      const from = String(BigInt(afterRevision) + 1n);
+      // create() waits for etcd as long as it takes (and keeps trying after a close), hence the deadline.
+      const creating = client.watch().prefix(keys.pools()).startRevision(from).create();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const deadline = new Promise<undefined>((resolve) =>
+        timer = setTimeout(() => resolve(undefined), WATCH_START_TIMEOUT_MS)
+      );
+      let watcher;
+      try {
+        watcher = await Promise.race([creating, deadline]);
+      } catch (err) {
+        throw unavailable(err);
+      } finally {
+        clearTimeout(timer);
+      }
+      if (!watcher) {
+        creating.then((w) => w.cancel(), () => {});
+        throw unavailable(
+          new Error(`Watch on "${keys.pools()}" did not start within ${WATCH_START_TIMEOUT_MS} ms`),
+        );
+      }
+      watcher.on("put", (kv) => onChange(nameOf(kv), kv.value.toString()));
+      watcher.on("delete", (kv) => onChange(nameOf(kv)));
+      // The library reconnects by itself and resumes after the last revision seen; it emits "error"
+      // only when etcd cancels the watch (lib/watch.js handleCancelResponse), which ends it for good.
+      watcher.on("error", onLost);
+      return () => watcher.cancel();
+    },
+    async claimedBlocks(pool) {
+      const kvs = await range(keys.blocksOfPool(pool), { prefix: true, keysOnly: true });
+      const out: Cidr[] = [];
+      for (const kv of kvs) {
+        const cidr = parseBlockId(kv.key.toString().slice(keys.blocksOfPool(pool).length));
+        if (cidr) out.push(cidr);
+      }
+      return out;
+    },
+    async claimBlock(pool, cidr, record) {
+      const key = keys.block(pool, cidr);
+      const res = await txn(
+        [{ key: Buffer.from(key), target: "Create", result: "Equal", create_revision: 0 }],
+        [
+          { request_put: { key: Buffer.from(key), value: Buffer.from(JSON.stringify(record)) } },
+          { request_range: rangeOf(keys.addressesOfBlock(cidr), true) },
+        ],
+        [{ request_range: rangeOf(key) }],
+      );
+      if (res.succeeded) {
+        const addresses = decodeAddresses(keys, cidr, res.responses[1].response_range.kvs);
+        return { claimed: true, revision: res.header.revision, addresses };
+      }
+      const kv = res.responses[0].response_range.kvs[0];
+      return { claimed: false, owner: kv && decodeBlock(keys, pool, cidr, kv)?.record };
+    },
+    async allBlocks() {
+      const blocks: StoredBlock[] = [];
+      const bad: BadKey[] = [];
+      for (const kv of await range(keys.blocks(), { prefix: true })) {
+        const decoded = decodeBlockKey(keys, kv);
+        if ("problem" in decoded) bad.push(decoded);
+        else blocks.push(decoded);
+      }
+      return { blocks, bad };
+    },
+    async readBlock(pool, cidr) {
+      const res = await txn([], readOps(pool, cidr), []);
+      return blockState(pool, cidr, res.responses[0], res.responses[1]);
+    },
+    async putAddresses(guards, addresses) {
+      const compare: ICompare[] = [
+        ...guards.map((g): ICompare => ({
+          key: Buffer.from(keys.block(g.pool, g.cidr)),
+          target: "Mod",
+          result: "Equal",
+          mod_revision: g.revision,
+        })),
+        ...addresses.map((a): ICompare => ({
+          key: Buffer.from(keys.address(a.block, a.ip)),
+          target: "Create",
+          result: "Equal",
+          create_revision: 0,
+        })),
+      ];
+      const puts = addresses.map((a): IRequestOp => ({
+        request_put: {
+          key: Buffer.from(keys.address(a.block, a.ip)),
+          value: Buffer.from(JSON.stringify(a.record)),
+        },
+      }));
+      const res = await txn(compare, puts, guards.flatMap((g) => readOps(g.pool, g.cidr)));
+      if (res.succeeded) return { ok: true, revision: res.header.revision };
+      const states = guards.map((g, i) =>
+        blockState(g.pool, g.cidr, res.responses[2 * i], res.responses[2 * i + 1])
+      );
+      return { ok: false, states };
+    },
+    async releaseAddresses(addresses) {
+      const guarded = (a: { key: string; revision: string }): ICompare => ({
+        key: Buffer.from(a.key),
+        target: "Mod",
+        result: "Equal",
+        mod_revision: a.revision,
+      });
+      const del = (a: { key: string }): IRequestOp => ({ request_delete_range: { key: Buffer.from(a.key) } });
+      const all = await txn(addresses.map(guarded), addresses.map(del), []);
+      if (all.succeeded) return [];
+      // Some key changed: delete the others one by one, and leave alone those that still exist.
+      const left: string[] = [];
+      for (const a of addresses) {
+        const one = await txn([guarded(a)], [del(a)], [{ request_range: rangeOf(a.key, false, true) }]);
+        if (!one.succeeded && one.responses[0].response_range.kvs.length > 0) left.push(a.key);
+      }
+      return left;
+    },
+    async releaseBlock(guard) {
+      const addrPrefix = keys.addressesOfBlock(guard.cidr);
+      const res = await txn(
+        [
+          {
+            key: Buffer.from(keys.block(guard.pool, guard.cidr)),
+            target: "Mod",
+            result: "Equal",
+            mod_revision: guard.revision,
+          },
+          // Over a range, `create_revision == 0` holds only when no key exists in it (etcd's applyCompare).
+          { ...rangeOf(addrPrefix, true), target: "Create", result: "Equal", create_revision: 0 },
+        ],
+        [{ request_delete_range: { key: Buffer.from(keys.block(guard.pool, guard.cidr)) } }],
+        readOps(guard.pool, guard.cidr),
+      );
+      if (res.succeeded) return { released: true };
+      return {
+        released: false,
+        state: blockState(guard.pool, guard.cidr, res.responses[0], res.responses[1]),
+      };
+    },
+  };
+}
+
+function rangeOf(key: string, prefix = false, keysOnly = false) {
+  const out: { key: Buffer; range_end?: Buffer; keys_only?: boolean } = { key: Buffer.from(key) };
+  if (prefix) out.range_end = Buffer.from(prefixRangeEnd(key));
+  if (keysOnly) out.keys_only = true;
+  return out;
+}

@@ -1,0 +1,228 @@
+// Routes (`ip route`): add, replace, delete, dump by table/protocol/device, and batches of changes
+// for syncing a whole table (the exporter's table 119) in a few system calls.
+
+import { formatCidr, formatIp, ipFromBytes, ipToBytes, parseCidr, parseIp } from "../ipam/cidr.ts";
+import type { Family } from "../ipam/cidr.ts";
+import {
+  CREATE_EXCL,
+  CREATE_REPLACE,
+  NLM_F_DUMP,
+  NLM_F_REQUEST,
+  RT_TABLE_MAIN,
+  RT_TABLE_UNSPEC,
+  RTA_DST,
+  RTA_GATEWAY,
+  RTA_OIF,
+  RTA_PRIORITY,
+  RTA_TABLE,
+  RTM_DELROUTE,
+  RTM_GETROUTE,
+  RTM_NEWROUTE,
+} from "./constants.ts";
+import { ENOENT, type ErrorContext, NetlinkError } from "./errors.ts";
+import { rtDelMsg, RTMSG, rtMsg } from "./headers.ts";
+import {
+  type AttrSchema,
+  attrU32,
+  endMessage,
+  type Message,
+  newMessage,
+  putAttr,
+  putStruct,
+  putU32,
+  readAttrs,
+  readStruct,
+  structSize,
+} from "./message.ts";
+import {
+  addressFamily,
+  ipFamily,
+  type RouteType,
+  routeTypeName,
+  routeTypeNumber,
+  type Scope,
+  scopeName,
+  scopeNumber,
+} from "./names.ts";
+import type { NetlinkSocket } from "./socket.ts";
+
+/** A route. Dumps fill in table, protocol, scope and type. */
+export interface Route {
+  /** Destination network, strict CIDR (host bits zero), e.g. `10.0.0.0/27`. */
+  dst: string;
+  gateway?: string;
+  /** Output interface index. */
+  oif?: number;
+  /** Default: main (254). Any u32 works; tables above 255 travel in RTA_TABLE only. */
+  table?: number;
+  /** Default on add: RTPROT_BOOT (3), as `ip route add`. On delete: any, unless given. */
+  protocol?: number;
+  /** Default on add: universe (`ip` would pick link for a route without gateway). On delete: any. */
+  scope?: Scope;
+  /** Default on add: unicast. On delete: any. */
+  type?: RouteType;
+  /** Metric (`metric`/`priority`). */
+  priority?: number;
+}
+
+/** One change of a batch. */
+export interface RouteChange {
+  op: "add" | "replace" | "del";
+  route: Route;
+}
+
+/** What routeDump() returns; every field given narrows the result. */
+export interface RouteFilter {
+  family?: Family;
+  table?: number;
+  protocol?: number;
+  oif?: number;
+}
+
+const RTMSG_SIZE = structSize(RTMSG);
+const ROUTE_SCHEMA: AttrSchema = {
+  [RTA_DST]: "ip",
+  [RTA_GATEWAY]: "ip",
+  [RTA_OIF]: "u32",
+  [RTA_PRIORITY]: "u32",
+  [RTA_TABLE]: "u32",
+};
+const VERBS = {
+  add: { type: RTM_NEWROUTE, flags: CREATE_EXCL, op: "add route" },
+  replace: { type: RTM_NEWROUTE, flags: CREATE_REPLACE, op: "replace route" },
+  del: { type: RTM_DELROUTE, flags: 0, op: "delete route" },
+} as const;
+
+/**
+ * Adds a route: `ip route add <dst> [via G] [dev D] [table T] [proto P] [scope S] [metric M]`.
+ * Not idempotent. @throws {TypeError} for malformed addresses (nothing is sent);
+ * {NetlinkError} EEXIST (isExists()) when it exists, ENETDOWN when the device is down.
+ */
+export function routeAdd(sock: NetlinkSocket, route: Route): void {
+  sock.request(routeMessage("add", route), context("add", route));
+}
+
+/** Adds or replaces the route for the same dst/table/metric: `ip route replace …`. Idempotent. */
+export function routeReplace(sock: NetlinkSocket, route: Route): void {
+  sock.request(routeMessage("replace", route), context("replace", route));
+}
+
+/**
+ * Deletes a route: `ip route del <dst> table T …`. Fields left out match any value (scope NOWHERE);
+ * given ones must match, so `protocol` keeps other programs' routes safe.
+ * @throws {NetlinkError} ESRCH (isNotFound()) when no route matches.
+ */
+export function routeDel(sock: NetlinkSocket, route: Route): void {
+  sock.request(routeMessage("del", route), context("del", route));
+}
+
+/**
+ * Lists routes: `ip route show table T proto P dev D` (both families unless `family` is given).
+ * The kernel filters by table, protocol and device itself (strict dump checking), so a dump of
+ * table 119 never walks the main table; the filter is applied again here. Without `table`, every
+ * table is listed, including local. @throws {NetlinkError} (ENODEV for a missing `oif`, EINTR when
+ * interrupted: retry).
+ */
+export function routeDump(sock: NetlinkSocket, filter: RouteFilter = {}): Route[] {
+  const families: Family[] = filter.family === undefined ? [4, 6] : [filter.family];
+  return families.flatMap((family) => {
+    const w = newMessage(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP);
+    const table = filter.table;
+    putStruct(w, RTMSG, {
+      family: addressFamily(family),
+      table: table !== undefined && table < 256 ? table : RT_TABLE_UNSPEC,
+      protocol: filter.protocol ?? 0,
+    });
+    if (table !== undefined) putU32(w, RTA_TABLE, table);
+    if (filter.oif !== undefined) putU32(w, RTA_OIF, filter.oif);
+    const object = `IPv${family} routes${table === undefined ? "" : ` in table ${table}`}`;
+    try {
+      return sock.dump(endMessage(w), { op: "dump", object }, (message) => {
+        const route = parseRoute(message);
+        if (route === undefined) return undefined;
+        if (table !== undefined && route.table !== table) return undefined;
+        if (filter.protocol !== undefined && route.protocol !== filter.protocol) return undefined;
+        if (filter.oif !== undefined && route.oif !== filter.oif) return undefined;
+        return route;
+      });
+    } catch (err) {
+      // A table that never held a route does not exist yet: the kernel answers ENOENT
+      // ("FIB table does not exist", inet_dump_fib()/inet6_dump_fib()), which here means "empty".
+      if (table !== undefined && err instanceof NetlinkError && err.errno === ENOENT) return [];
+      throw err;
+    }
+  });
+}
+
+/**
+ * Applies many changes in a few sendto() calls, in order. Every message is encoded (and validated)
+ * before any is sent. Returns, per change, undefined or its NetlinkError (e.g. EEXIST for an add of
+ * an existing route): one failure does not stop the others.
+ * @throws {TypeError} for a malformed route (nothing is sent); {NetlinkError} when the batch itself
+ * could not be sent or its replies were lost (ENOBUFS).
+ */
+export function routeBatch(
+  sock: NetlinkSocket,
+  changes: readonly RouteChange[],
+): (NetlinkError | undefined)[] {
+  const messages = changes.map(({ op, route }) => routeMessage(op, route));
+  return sock.batch(messages, (i) => context(changes[i].op, changes[i].route));
+}
+
+function context(op: RouteChange["op"], route: Route): ErrorContext {
+  return { op: VERBS[op].op, object: `${route.dst} table ${route.table ?? RT_TABLE_MAIN}` };
+}
+
+function routeMessage(op: RouteChange["op"], route: Route): Uint8Array {
+  const dst = parseCidr(route.dst);
+  const gateway = route.gateway === undefined ? undefined : parseIp(route.gateway);
+  if (gateway && gateway.family !== dst.family) {
+    throw new TypeError(`Invalid route ${route.dst}: gateway ${route.gateway} is of another family`);
+  }
+  const table = route.table ?? RT_TABLE_MAIN;
+  const fields = {
+    family: addressFamily(dst.family),
+    dstLen: dst.prefix,
+    // rtm_table is 8 bits: larger tables are only in RTA_TABLE, with rtm_table unspec (as iproute2).
+    table: table < 256 ? table : RT_TABLE_UNSPEC,
+    ...(route.protocol === undefined ? {} : { protocol: route.protocol }),
+    ...(route.scope === undefined ? {} : { scope: scopeNumber(route.scope) }),
+    ...(route.type === undefined ? {} : { type: routeTypeNumber(route.type) }),
+  };
+  const w = newMessage(VERBS[op].type, NLM_F_REQUEST | VERBS[op].flags);
+  putStruct(w, RTMSG, op === "del" ? rtDelMsg(fields) : rtMsg(fields));
+  putAttr(w, RTA_DST, ipToBytes({ family: dst.family, value: dst.base }));
+  putU32(w, RTA_TABLE, table);
+  if (gateway) putAttr(w, RTA_GATEWAY, ipToBytes(gateway));
+  if (route.oif !== undefined) putU32(w, RTA_OIF, route.oif);
+  if (route.priority !== undefined) putU32(w, RTA_PRIORITY, route.priority);
+  return endMessage(w);
+}
+
+/** Decodes an RTM_NEWROUTE message; undefined for other messages or families. @throws {RangeError}. */
+export function parseRoute(message: Message): Route | undefined {
+  if (message.type !== RTM_NEWROUTE) return undefined;
+  const header = readStruct(message.payload, RTMSG);
+  const family = ipFamily(header.family);
+  if (family === undefined) return undefined;
+  const attrs = readAttrs(message.payload, ROUTE_SCHEMA, RTMSG_SIZE);
+  const dstBytes = attrs.get(RTA_DST);
+  const dst = dstBytes ? ipFromBytes(dstBytes) : { family, value: 0n };
+  if (dst.family !== family) {
+    throw new RangeError(`Malformed route message: IPv${dst.family} in family ${family}`);
+  }
+  const route: Route = {
+    dst: formatCidr({ family, base: dst.value, prefix: header.dstLen }),
+    table: attrU32(attrs, RTA_TABLE) ?? header.table,
+    protocol: header.protocol,
+    scope: scopeName(header.scope),
+    type: routeTypeName(header.type),
+  };
+  const gateway = attrs.get(RTA_GATEWAY);
+  if (gateway) route.gateway = formatIp(ipFromBytes(gateway));
+  const oif = attrU32(attrs, RTA_OIF);
+  if (oif !== undefined) route.oif = oif;
+  const priority = attrU32(attrs, RTA_PRIORITY);
+  if (priority !== undefined) route.priority = priority;
+  return route;
+}
