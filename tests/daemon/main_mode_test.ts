@@ -1,0 +1,35 @@
+import { Etcd3 } from "etcd3";
+import { startEtcd } from "../../tests/helpers/etcd.ts";
+import { createNetns } from "../../tests/helpers/netns.ts";
+import { startCoild } from "../../tests/helpers/coild.ts";
+import { runCni } from "../../tests/helpers/cni.ts";
+import { PoolStore } from "../../ipam/pool_store.ts";
+import { parsePool } from "../../ipam/pool.ts";
+
+Deno.test("smoke", async () => {
+  await using etcd = await startEtcd();
+  const prefix = etcd.newPrefix();
+  const client = new Etcd3({ hosts: etcd.endpoint });
+  await new PoolStore(client, prefix).createPool(parsePool("default", { subnets: ["10.100.0.0/16", "fd00:100::/112"], blockSizeBits: 5 }));
+  await using node = await createNetns();
+  await using pod = await createNetns();
+  await node.exec(["ip", "link", "set", "lo", "up"]);
+  let t = performance.now();
+  await using coild = await startCoild({ etcd, prefix, node });
+  console.log("coild start", performance.now() - t);
+  const netconf = { cniVersion: "1.1.0", name: "k8s", type: "coil", socket: coild.socket };
+  t = performance.now();
+  const r = await runCni({ command: "ADD", netconf, containerId: "c1", netns: pod.path, ifName: "eth0", args: "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1", inNetns: node.name });
+  console.log("add", performance.now() - t, r);
+  console.log(await node.exec(["ip", "-d", "addr"]), await node.exec(["ip", "route", "show", "table", "all"]));
+  console.log(await pod.exec(["ip", "addr"]), await pod.exec(["ip", "-6", "route"]));
+  await new Promise((r) => setTimeout(r, 500));
+  console.log(await pod.exec(["ping", "-c1", "-W2", "169.254.1.1"]).catch(e=>e.message));
+  console.log(await pod.exec(["ping", "-c1", "-W2", "fe80::1%eth0"]).catch(e=>e.message));
+  const c = await runCni({ command: "CHECK", netconf: {...netconf, prevResult: r.json}, containerId: "c1", netns: pod.path, ifName: "eth0", args: "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1", inNetns: node.name });
+  console.log("check", c);
+  const d = await runCni({ command: "DEL", netconf, containerId: "c1", netns: pod.path, ifName: "eth0", args: "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1", inNetns: node.name });
+  console.log("del", d);
+  console.log(coild.log());
+  client.close();
+});
