@@ -44,6 +44,8 @@ export interface CheckRequest extends Attachment {
   verb: "check";
   mode: Mode;
   hostRouteTable: number;
+  /** The addresses (CIDR) that prevResult lists: each must be this attachment's allocation. */
+  prevIps: string[];
 }
 
 export interface GcRequest {

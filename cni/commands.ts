@@ -39,8 +39,8 @@ export async function del(call: CniCall, coild: Coild = coildOf(call)): Promise<
 }
 
 /**
- * CHECK: coild verifies its allocation (and the pod's network). The runtime must send a valid prevResult;
- * coild's request has no field for it, so only its shape is checked here.
+ * CHECK: coild verifies its allocation, that prevResult lists exactly those addresses, and (main mode)
+ * the pod's network. The runtime must send a valid prevResult.
  */
 export async function check(call: CniCall, coild: Coild = coildOf(call)): Promise<undefined> {
   if (call.conf.prevResult === undefined) {
@@ -49,9 +49,10 @@ export async function check(call: CniCall, coild: Coild = coildOf(call)): Promis
       "Netconf key prevResult is missing: CHECK needs the result of ADD",
     );
   }
-  parseResult(call.conf.prevResult, ERR_INVALID_CONFIG, "netconf key prevResult");
+  const prev = parseResult(call.conf.prevResult, ERR_INVALID_CONFIG, "netconf key prevResult");
   const { mode, hostRouteTable } = call.conf;
-  await coild({ verb: "check", ...attachment(call), mode, hostRouteTable });
+  const prevIps = prev.ips.map((ip) => ip.address);
+  await coild({ verb: "check", ...attachment(call), mode, hostRouteTable, prevIps });
 }
 
 /** GC: coild releases this network's allocations that are not in the valid attachments (an empty list too). */

@@ -76,8 +76,20 @@ export function parseApiRequest(text: string): ApiRequest {
         hostRouteTable: uint(r, "hostRouteTable"),
       };
     case "del":
-    case "check":
-      return { verb: r.verb, mode: mode(r), ...attachment(r), hostRouteTable: uint(r, "hostRouteTable") };
+      return { verb: "del", mode: mode(r), ...attachment(r), hostRouteTable: uint(r, "hostRouteTable") };
+    case "check": {
+      const prevIps = r.prevIps;
+      if (!Array.isArray(prevIps) || !prevIps.every((ip) => typeof ip === "string")) {
+        throw new BadRequestError(`Bad request: "prevIps" must be an array of strings`);
+      }
+      return {
+        verb: "check",
+        mode: mode(r),
+        ...attachment(r),
+        hostRouteTable: uint(r, "hostRouteTable"),
+        prevIps,
+      };
+    }
     case "gc": {
       const list = r.validAttachments;
       if (!Array.isArray(list)) throw new BadRequestError(`Bad request: "validAttachments" must be an array`);

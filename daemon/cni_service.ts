@@ -40,6 +40,7 @@ export function createCniService(deps: CniServiceDeps): CniService {
   }
 
   async function add(req: AddRequest): Promise<ApiReply> {
+    if (req.mode === "main") podNetwork().verifyNetns(req.netns);
     const allocation = await ipam.allocate(req);
     if (req.mode === "ipam") return { ok: true, result: ipamResult(allocation) };
     try {
@@ -71,6 +72,17 @@ export function createCniService(deps: CniServiceDeps): CniService {
       throw new DaemonError(
         CODE.unknownContainer,
         `No address is allocated to container "${req.containerId}" interface "${req.ifName}"`,
+      );
+    }
+    const allocated = allocation.addresses.map((a) => formatIp(a.address));
+    const listed = req.prevIps.map((cidr) => cidr.split("/")[0]);
+    const differ = allocated.length !== listed.length || allocated.some((ip) => !listed.includes(ip));
+    if (differ) {
+      throw new DaemonError(
+        CODE.checkFailed,
+        `CHECK failed: prevResult lists ${listed.join(", ") || "no address"}, but the allocation is ${
+          allocated.join(", ")
+        }`,
       );
     }
     if (req.mode === "main") podNetwork().check(req, allocation);

@@ -18,6 +18,8 @@ export interface DaemonConfig {
   sweepIntervalSeconds: number;
   /** A netns must be seen missing this long (and on two sweeps) before its allocation is released. */
   sweepGraceSeconds: number;
+  /** TTL of the lease that keeps this node's liveness key: how long a crashed coild still looks alive. */
+  nodeLeaseTtlSeconds: number;
   clearRoutesOnShutdown: boolean;
   verbose: boolean;
 }
@@ -28,6 +30,15 @@ function uint32(name: string, max = 0xffffffff) {
       throw new InvalidArgumentError(`${name} must be a whole number from 0 to ${max}, not "${text}"`);
     }
     return Number(text);
+  };
+}
+
+function positive(name: string) {
+  const parse = uint32(name);
+  return (text: string) => {
+    const n = parse(text);
+    if (n === 0) throw new InvalidArgumentError(`${name} must be at least 1, not "${text}"`);
+    return n;
   };
 }
 
@@ -75,7 +86,8 @@ export function daemonCommand(action: (config: DaemonConfig) => Promise<void>): 
     .addOption(
       env(
         "--sweep-interval <seconds>",
-        "period of the leak and empty-block sweep; 0 disables",
+        "period of the sweep that releases the addresses of pods whose netns is gone, releases empty " +
+          "blocks and re-syncs the export table; 0 disables",
         "COIL_SWEEP_INTERVAL",
       )
         .argParser(uint32("the sweep interval")).default(60),
@@ -86,6 +98,13 @@ export function daemonCommand(action: (config: DaemonConfig) => Promise<void>): 
         "how long a pod netns must be gone before the sweep releases its addresses",
         "COIL_SWEEP_GRACE",
       ).argParser(uint32("the sweep grace")).default(60),
+    )
+    .addOption(
+      env(
+        "--node-lease-ttl <seconds>",
+        "TTL of the etcd lease behind this node's liveness key (how long a crashed coild looks alive)",
+        "COIL_NODE_LEASE_TTL",
+      ).argParser(positive("the node lease TTL")).default(10),
     )
     .addOption(
       env(
@@ -115,6 +134,7 @@ export function daemonCommand(action: (config: DaemonConfig) => Promise<void>): 
       podTableId: (values.podTableId as number | undefined) ?? 0,
       sweepIntervalSeconds: values.sweepInterval as number,
       sweepGraceSeconds: values.sweepGrace as number,
+      nodeLeaseTtlSeconds: values.nodeLeaseTtl as number,
       clearRoutesOnShutdown: Boolean(values.clearRoutesOnShutdown),
       verbose: Boolean(values.verbose),
     });

@@ -22,12 +22,16 @@ export class HostRouteTables {
 
   /** Adds the rules for `table` that are missing. Idempotent. */
   ensureRules(table: number, families: Family[]): void {
-    for (const family of new Set(families)) {
-      const present = ruleList(this.#sock, { family, table, priority: HOST_ROUTE_RULE_PRIORITY });
-      if (present.length === 0) {
-        ruleAdd(this.#sock, { family, table, priority: HOST_ROUTE_RULE_PRIORITY, protocol: this.#protocol });
-      }
+    for (const family of this.missingRules(table, families)) {
+      ruleAdd(this.#sock, { family, table, priority: HOST_ROUTE_RULE_PRIORITY, protocol: this.#protocol });
     }
+  }
+
+  /** The families among `families` that have no rule for `table`. */
+  missingRules(table: number, families: Family[]): Family[] {
+    return [...new Set(families)].filter((family) =>
+      ruleList(this.#sock, { family, table, priority: HOST_ROUTE_RULE_PRIORITY }).length === 0
+    );
   }
 
   /** Removes our rules whose table no longer holds any of our routes. Idempotent. */

@@ -2,17 +2,24 @@
 // makes a restart safe: state from etcd first, then the kernel repaired to match, only then the socket.
 
 import { CommanderError } from "commander";
+import type { ApiReply } from "../cni/api.ts";
 import { connectEtcd, waitForEtcd } from "../ipam/etcd_client.ts";
+import { keysFor } from "../ipam/keys.ts";
 import { createNodeIpam, type NodeIpam } from "../ipam/node_ipam.ts";
 import { NetlinkSocket } from "../netlink/socket.ts";
+import pkg from "../package.json" with { type: "json" };
 import { parseApiRequest } from "./api_request.ts";
-import { createCniService } from "./cni_service.ts";
+import { type CniService, createCniService } from "./cni_service.ts";
 import { daemonCommand, type DaemonConfig } from "./config.ts";
-import { errorReply } from "./errors.ts";
+import { CODE, errorReply } from "./errors.ts";
+import { createEtcdHealth, type EtcdHealth } from "./etcd_health.ts";
+import { NodeLiveness } from "./liveness.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { createPodNetwork } from "./pod_network.ts";
+import { createPodNetwork, type PodNetwork } from "./pod_network.ts";
+import { reconcilePodNetworks } from "./reconcile.ts";
 import { createRouteExporter, type RouteExporter } from "./route_exporter.ts";
 import { serveSocket } from "./socket_server.ts";
+import { startSweeper } from "./sweeper.ts";
 
 /** Runs coild until SIGTERM or SIGINT; returns the exit code. */
 export async function runDaemon(args: string[]): Promise<number> {
@@ -36,6 +43,7 @@ async function serve(config: DaemonConfig): Promise<number> {
   const client = await connectEtcd(config.etcd);
   try {
     if (!await waitUntilEtcdAnswers(client, log, stop.promise)) return 0;
+    // 1. State from etcd: this node's blocks and every address in them.
     const ipam = await createNodeIpam({
       client,
       prefix: config.etcd.prefix,
@@ -43,6 +51,7 @@ async function serve(config: DaemonConfig): Promise<number> {
       log: (event) => log("info", String(event.event ?? "ipam"), event),
     });
     using host = new NetlinkSocket();
+    // 2. The kernel brought in line: table 119, then pod veths and host routes.
     const exporter = createRouteExporter({
       sock: host,
       table: config.exportTableId,
@@ -56,7 +65,31 @@ async function serve(config: DaemonConfig): Promise<number> {
       defaultHostRouteTable: config.podTableId,
       protocol: config.protocolId,
     });
-    const service = createCniService({ ipam, podNetwork, log });
+    recoverPodNetworks(host, podNetwork, ipam, config, log);
+    // 3. Garbage collection: a first sweep (empty blocks; vanished netns are noted), then periodic ones.
+    const sweeper = startSweeper({
+      ipam,
+      podNetwork,
+      syncExport: exportBlocks,
+      intervalSeconds: config.sweepIntervalSeconds,
+      graceSeconds: config.sweepGraceSeconds,
+      log,
+    });
+    if (config.sweepIntervalSeconds > 0) await sweeper.sweep();
+    const liveness = new NodeLiveness({
+      client,
+      prefix: config.etcd.prefix,
+      node: config.nodeName,
+      ttlSeconds: config.nodeLeaseTtlSeconds,
+      version: pkg.version,
+      log,
+    });
+    // 4. Only now the socket: no request can see a half-recovered node.
+    const etcdHealth = createEtcdHealth({
+      client,
+      probeKey: keysFor(config.etcd.prefix).node(config.nodeName),
+    });
+    const service = gateStatus(createCniService({ ipam, podNetwork, log }), etcdHealth, log);
     const server = await serveSocket(config.socket, async (line) => {
       try {
         return await service(parseApiRequest(line));
@@ -67,7 +100,9 @@ async function serve(config: DaemonConfig): Promise<number> {
     log("info", "ready", { blocks: ipam.ownedBlocks().length, allocations: ipam.allocations().length });
     await stop.promise;
     log("info", "stopping");
+    await sweeper.close();
     await server.close();
+    await liveness.close();
     await ipam.close();
     if (config.clearRoutesOnShutdown) {
       const report = exporter.sync([]);
@@ -78,6 +113,54 @@ async function serve(config: DaemonConfig): Promise<number> {
     stop.dispose();
     client.close();
   }
+}
+
+/** Repairs host routes of known pods and removes stale tagged veths; a failure is logged, not fatal. */
+function recoverPodNetworks(
+  host: NetlinkSocket,
+  podNetwork: PodNetwork,
+  ipam: NodeIpam,
+  config: DaemonConfig,
+  log: Logger,
+): void {
+  try {
+    const report = reconcilePodNetworks({
+      host,
+      podNetwork,
+      allocations: ipam.allocations(),
+      podTableId: config.podTableId,
+      protocol: config.protocolId,
+      log,
+    });
+    log("info", "pod networks recovered", { ...report });
+  } catch (err) {
+    log("error", "recovering pod networks failed", { error: err });
+  }
+}
+
+/**
+ * STATUS says "ready" only when etcd answers too: the pool check alone is served from a cache that
+ * outlives an etcd outage. Other verbs pass straight through.
+ */
+function gateStatus(service: CniService, etcdHealth: () => Promise<EtcdHealth>, log: Logger): CniService {
+  return async (req) => {
+    if (req.verb !== "status") return await service(req);
+    const etcd = await etcdHealth();
+    if (etcd.ok) return await service(req);
+    const reply: ApiReply = {
+      ok: false,
+      code: CODE.statusUnavailable,
+      msg: etcd.reason ?? "etcd is unreachable",
+    };
+    log("warn", "request", {
+      verb: "status",
+      network: req.network,
+      result: "error",
+      code: reply.code,
+      error: reply.msg,
+    });
+    return reply;
+  };
 }
 
 function syncExport(exporter: RouteExporter, ipam: NodeIpam, log: Logger): void {

@@ -9,10 +9,11 @@ import type { AddRequest, AddResult, Attachment, CheckRequest } from "../cni/api
 import { formatIp } from "../ipam/cidr.ts";
 import type { AllocatedAddress, Allocation } from "../ipam/node_ipam.ts";
 import { addrAdd, addrList } from "../netlink/addr.ts";
-import { isNotFound } from "../netlink/errors.ts";
+import { isNotFound, NetlinkError } from "../netlink/errors.ts";
 import {
   type Link,
   linkAddVeth,
+  linkByIndex,
   linkByName,
   linkDel,
   linkList,
@@ -33,6 +34,12 @@ const DEFAULT_MTU = 1500;
 
 /** Sets up, verifies and removes pod networks. Every method runs its kernel work synchronously. */
 export interface PodNetwork {
+  /**
+   * Verifies that the pod's netns exists and is a network namespace, so that ADD can refuse before it
+   * allocates (and perhaps claims a block) for a pod that cannot be set up.
+   * @throws {DaemonError} code 5 naming the path.
+   */
+  verifyNetns(path: string): void;
   /** Creates the pod's interfaces and routes; removes what it made when a step fails. */
   setup(req: AddRequest, allocation: Allocation): AddResult;
   /** @throws {DaemonError} naming the first missing or different piece. */
@@ -60,13 +67,17 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
 
   function setup(req: AddRequest, allocation: Allocation): AddResult {
     const name = hostVethName(req);
-    removeStale(name);
-    const mtu = req.mtu || defaultRouteMtu(host);
     const table = tableFor(req.hostRouteTable);
     return withPodNetns(req.netns, (pod) => {
-      const fd = pod.fd;
-      const hostLink = linkAddVeth(host, { name, peerName: req.ifName, peerNetnsFd: fd, mtu });
+      removeStale(name);
+      const mtu = req.mtu || defaultRouteMtu(host);
+      // Undo steps, run in reverse order when a later step fails. Deleting the veth takes its
+      // addresses and routes along (on both ends); the rules go once no route needs them.
+      const undo: (() => void)[] = [];
       try {
+        if (table !== MAIN_TABLE) undo.push(() => tables.dropUnused());
+        const hostLink = linkAddVeth(host, { name, peerName: req.ifName, peerNetnsFd: pod.fd, mtu });
+        undo.push(() => deleteIfPresent(name));
         linkSetAlias(host, hostLink.index, aliasOf(req));
         linkSetUp(host, hostLink.index);
         for (const a of allocation.addresses) {
@@ -77,7 +88,7 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
         const podLink = configurePod(pod.sock, req.ifName, allocation.addresses);
         return result(hostLink, podLink, req.netns, allocation.addresses);
       } catch (err) {
-        deleteIfPresent(name);
+        runUndo(undo, err);
         throw err;
       }
     });
@@ -87,12 +98,29 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
     const name = hostVethName(req);
     const hostLink = linkByName(host, name);
     if (!hostLink?.up) throw checkFailed(`host veth "${name}" is ${hostLink ? "down" : "missing"}`);
+    if (hostLink.alias !== aliasOf(req)) {
+      throw checkFailed(
+        `host veth "${name}" belongs to another attachment (alias "${hostLink.alias ?? ""}")`,
+      );
+    }
     const table = tableFor(req.hostRouteTable);
     const hostRoutes = routeDump(host, { table, oif: hostLink.index });
+    const hostAddrs = addrList(host, { index: hostLink.index });
     for (const a of allocation.addresses) {
+      // The address first: removing a link's last IPv4 address flushes its routes too (fib_disable_ip()).
+      const gateway = gatewayAddr(hostLink.index, a);
+      if (!hostAddrs.some((x) => x.address === gateway.address && x.prefix === gateway.prefix)) {
+        throw checkFailed(`gateway address ${gateway.address}/${gateway.prefix} on "${name}" is missing`);
+      }
       const dst = `${formatIp(a.address)}/${a.family === 4 ? 32 : 128}`;
       if (!hostRoutes.some((r) => r.dst === dst)) {
         throw checkFailed(`host route ${dst} dev ${name} table ${table} is missing`);
+      }
+    }
+    if (table !== MAIN_TABLE) {
+      const missing = tables.missingRules(table, families(allocation));
+      if (missing.length > 0) {
+        throw checkFailed(`IPv${missing[0]} rule "lookup ${table}" for the host routes is missing`);
       }
     }
     withPodNetns(req.netns, ({ sock }) => {
@@ -140,7 +168,7 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
     }
   }
 
-  return { setup, check, destroy, hostLinks };
+  return { verifyNetns: (path) => withPodNetns(path, () => {}), setup, check, destroy, hostLinks };
 }
 
 const ALIAS_PREFIX = "coil:";
@@ -159,7 +187,11 @@ export function parseAlias(alias: string | undefined): { containerId: string; if
   return { containerId: rest.slice(0, colon), ifName: rest.slice(colon + 1) };
 }
 
-/** Runs `fn` with a socket inside the pod's netns; a vanished netns is a clear error, not a crash. */
+/**
+ * Runs `fn` with a socket inside the pod's netns. A vanished netns (the sandbox died during ADD) or a
+ * path that is no netns (a leftover file whose bind mount is gone: setns() says EINVAL) is a clear
+ * CNI error, not a crash.
+ */
 function withPodNetns<T>(path: string, fn: (pod: { fd: number; sock: NetlinkSocket }) => T): T {
   let fd: number;
   try {
@@ -171,10 +203,34 @@ function withPodNetns<T>(path: string, fn: (pod: { fd: number; sock: NetlinkSock
     throw err;
   }
   try {
-    using sock = new NetlinkSocket({ netnsFd: fd });
+    using sock = openSocketIn(fd, path);
     return fn({ fd, sock });
   } finally {
     closeNetns(fd);
+  }
+}
+
+function openSocketIn(fd: number, path: string): NetlinkSocket {
+  try {
+    return new NetlinkSocket({ netnsFd: fd });
+  } catch (err) {
+    if (!(err instanceof NetlinkError && err.op === "enter")) throw err;
+    throw new DaemonError(
+      CODE.ioFailure,
+      `Pod network namespace "${path}" is not a network namespace: ${err.code}`,
+    );
+  }
+}
+
+/** Runs undo steps in reverse order; a failing step is attached to `cause` and the rest still run. */
+function runUndo(undo: (() => void)[], cause: unknown): void {
+  for (const step of undo.reverse()) {
+    try {
+      step();
+    } catch (err) {
+      // The original failure is what the caller reports; keep the cleanup failure visible on it.
+      if (cause instanceof Error) cause.message += ` (cleanup failed too: ${(err as Error).message})`;
+    }
   }
 }
 
@@ -229,11 +285,17 @@ function result(hostLink: Link, podLink: Link, netns: string, addresses: Allocat
   };
 }
 
-/** MTU of the interface that carries the host's IPv4 default route (the pods' traffic leaves there). */
+/**
+ * MTU of the interface that carries the host's default route (the pods' traffic leaves there): the
+ * IPv4 one, else the IPv6 one (an IPv6-only node), else 1500.
+ */
 function defaultRouteMtu(host: NetlinkSocket): number {
-  const dflt = routeDump(host, { family: 4, table: MAIN_TABLE }).find((r) => r.dst === "0.0.0.0/0" && r.oif);
-  const link = dflt?.oif === undefined ? undefined : linkList(host).find((l) => l.index === dflt.oif);
-  return link?.mtu ?? DEFAULT_MTU;
+  for (const [family, dst] of [[4, "0.0.0.0/0"], [6, "::/0"]] as const) {
+    const dflt = routeDump(host, { family, table: MAIN_TABLE }).find((r) => r.dst === dst && r.oif);
+    const link = dflt?.oif === undefined ? undefined : linkByIndex(host, dflt.oif);
+    if (link) return link.mtu;
+  }
+  return DEFAULT_MTU;
 }
 
 function checkFailed(what: string): DaemonError {

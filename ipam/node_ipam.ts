@@ -14,7 +14,7 @@ import { markFree } from "./block_allocator.ts";
 import { BlockKeeper } from "./block_keeper.ts";
 import { type Cidr, contains, type Family, offsetOf } from "./cidr.ts";
 import { createEtcdStore, type IpamStore } from "./etcd_store.ts";
-import { IpamError } from "./errors.ts";
+import { IpamError, isIpamError } from "./errors.ts";
 import { blockId } from "./keys.ts";
 import { applyBlockState, newNodeState, type NodeState } from "./node_state.ts";
 import { type OwnedBlockState, type Reservation, reserveAddress, undoReservations } from "./owned_blocks.ts";
@@ -110,6 +110,9 @@ class LocalIpam implements NodeIpam {
   #keeper: BlockKeeper;
   #allocating = new Map<string, Promise<Allocation>>();
   #releasing = new Map<string, Promise<Allocation | undefined>>();
+  /** Reservations whose address write timed out: etcd may still have committed it. */
+  #inDoubt: Reservation[][] = [];
+  #settling: Promise<void> | undefined;
 
   constructor(store: IpamStore, pools: PoolCache, options: NodeIpamOptions) {
     this.#store = store;
@@ -132,6 +135,7 @@ class LocalIpam implements NodeIpam {
   }
 
   allocate(req: AllocationRequest): Promise<Allocation> {
+    if (this.#inDoubt.length) return this.#settleInDoubt().then(() => this.allocate(req));
     const key = attachmentKey(req.network, req.containerId, req.ifName);
     const releasing = this.#releasing.get(key);
     if (releasing) return releasing.catch(() => undefined).then(() => this.allocate(req));
@@ -158,7 +162,9 @@ class LocalIpam implements NodeIpam {
         .map((b) => ({ pool: b.pool, cidr: b.cidr, revision: b.revision }));
       const addresses = reservations.map((r) => ({ block: r.block.cidr, ip: r.ip, record }));
       const outcome = await this.#store.putAddresses(guards, addresses).catch((err) => {
-        undoReservations(reservations);
+        // A write that timed out may still commit: its addresses stay reserved until a read tells.
+        if (isIpamError(err, "unavailable")) this.#inDoubt.push(reservations);
+        else undoReservations(reservations);
         throw err;
       });
       if (outcome.ok) {
@@ -216,6 +222,9 @@ class LocalIpam implements NodeIpam {
   }
 
   release(network: string, containerId: string, ifName: string): Promise<Allocation | undefined> {
+    if (this.#inDoubt.length) {
+      return this.#settleInDoubt().then(() => this.release(network, containerId, ifName));
+    }
     const key = attachmentKey(network, containerId, ifName);
     const pending = this.#releasing.get(key);
     if (pending) return pending;
@@ -244,6 +253,29 @@ class LocalIpam implements NodeIpam {
     }
     for (const block of emptied) await this.#keeper.releaseIfSurplus(block);
     return entry.allocation;
+  }
+
+  /**
+   * Re-reads the blocks of writes that timed out, then frees what etcd does not hold and adopts what it
+   * does (the attachment becomes known, so a retried ADD gets the same addresses and DEL frees them).
+   * Runs before any new allocation or release, outside their in-flight marks, so adoption is not skipped.
+   */
+  #settleInDoubt(): Promise<void> {
+    this.#settling ??= (async () => {
+      const batch = this.#inDoubt.splice(0);
+      try {
+        const blocks = new Map(batch.flat().map((r) => [blockId(r.block.cidr), r.block]));
+        const reads = await Promise.all(
+          [...blocks.values()].map((b) => this.#store.readBlock(b.pool, b.cidr)),
+        );
+        for (const reservations of batch) undoReservations(reservations);
+        for (const read of reads) applyBlockState(this.#state, read);
+      } catch (err) {
+        this.#inDoubt.unshift(...batch);
+        throw err;
+      }
+    })().finally(() => this.#settling = undefined);
+    return this.#settling;
   }
 
   find(network: string, containerId: string, ifName: string): Allocation | undefined {

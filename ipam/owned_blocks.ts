@@ -4,10 +4,12 @@
 import {
   allocateNext,
   type BlockAllocator,
+  capacity,
   freeCount,
   isEmpty,
   markFree,
   newBlockAllocator,
+  usableAddresses,
 } from "./block_allocator.ts";
 import { type Cidr, cidrSize, type Family, type IpAddress, nthAddress } from "./cidr.ts";
 import { blockId } from "./keys.ts";
@@ -31,8 +33,18 @@ export interface Reservation {
   ip: IpAddress;
 }
 
+/**
+ * A block just claimed or loaded, every address free.
+ * @throws {RangeError} for a single-address block, which has nothing to hand out (see MIN_BLOCK_SIZE_BITS).
+ */
 export function newOwnedBlock(pool: string, cidr: Cidr, revision: string): OwnedBlockState {
-  return { pool, cidr, revision, allocator: newBlockAllocator(Number(cidrSize(cidr))), releasing: false };
+  return {
+    pool,
+    cidr,
+    revision,
+    allocator: newBlockAllocator(Number(cidrSize(cidr)), cidr.family),
+    releasing: false,
+  };
 }
 
 export function addOwnedBlock(table: OwnedBlockTable, block: OwnedBlockState): void {
@@ -78,9 +90,12 @@ export function undoReservations(reservations: Reservation[]): void {
   for (const r of reservations) markFree(r.block.allocator, r.index);
 }
 
-/** Whether free addresses of the pool+family dropped below a quarter of a block of `blockSize`. */
+/**
+ * Whether free addresses of the pool+family dropped below a quarter of what a block of `blockSize`
+ * addresses can hand out (reserved offsets excluded, as canRelease() counts them).
+ */
 export function needsSpare(table: OwnedBlockTable, pool: string, family: Family, blockSize: number): boolean {
-  return freeIn(table, pool, family) * 4 < blockSize;
+  return freeIn(table, pool, family) * 4 < usableAddresses(blockSize, family);
 }
 
 /**
@@ -89,8 +104,9 @@ export function needsSpare(table: OwnedBlockTable, pool: string, family: Family,
  */
 export function canRelease(table: OwnedBlockTable, block: OwnedBlockState): boolean {
   if (block.releasing || !isEmpty(block.allocator)) return false;
-  const rest = freeIn(table, block.pool, block.cidr.family) - block.allocator.size;
-  return rest * 4 >= block.allocator.size;
+  const usable = capacity(block.allocator);
+  const rest = freeIn(table, block.pool, block.cidr.family) - usable;
+  return rest * 4 >= usable;
 }
 
 /**
@@ -104,14 +120,15 @@ export function releasable(
   family: Family,
   keepSpare: boolean,
 ): OwnedBlockState[] {
-  const usable = blocksOf(table, pool, family).filter((b) => !b.releasing);
-  let free = usable.reduce((sum, b) => sum + freeCount(b.allocator), 0);
+  const candidates = blocksOf(table, pool, family).filter((b) => !b.releasing);
+  let free = candidates.reduce((sum, b) => sum + freeCount(b.allocator), 0);
   const out: OwnedBlockState[] = [];
-  for (const block of usable.reverse()) {
+  for (const block of candidates.reverse()) {
     if (!isEmpty(block.allocator)) continue;
-    if (keepSpare && (free - block.allocator.size) * 4 < block.allocator.size) continue;
+    const usable = capacity(block.allocator);
+    if (keepSpare && (free - usable) * 4 < usable) continue;
     out.push(block);
-    free -= block.allocator.size;
+    free -= usable;
   }
   return out;
 }

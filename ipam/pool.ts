@@ -7,8 +7,16 @@ import { IpamError } from "./errors.ts";
 /** The pool serving every namespace that has no pool of its own. */
 export const DEFAULT_POOL = "default";
 
-/** Default block size: 2^5 addresses, a /27 (IPv4) or /123 (IPv6). */
+/** Default block size: 2^5 addresses, a /27 (IPv4, 30 of them for pods) or /123 (IPv6, 31 for pods). */
 export const DEFAULT_BLOCK_SIZE_BITS = 5;
+
+/**
+ * Smallest block: 2^1 addresses. A block's first address is never handed out (it is the gateway that
+ * IPAM-mode answers name), nor is an IPv4 block's last (the pods' broadcast address) from 2^2 on (see
+ * reservedOffsets in block_allocator.ts): a block of one address could serve no pod, a block of 2^n
+ * serves 2^n - 1 IPv6 pods and 2^n - 2 IPv4 pods (one in a /31).
+ */
+export const MIN_BLOCK_SIZE_BITS = 1;
 
 /**
  * Largest block: 2^16 addresses. A block is what one node hands out and tracks in memory, and no node
@@ -75,7 +83,7 @@ export function validatePoolName(name: string): void {
  * order given, normalised (so `FD00::/48` becomes `fd00::/48`). Rules: the name is a DNS label; at
  * least one subnet; each a CIDR without host bits, no shorter than MIN_SUBNET_PREFIX, outside the
  * reserved ranges, overlapping no other subnet of the pool and holding at least one block;
- * blockSizeBits an integer from 0 to MAX_BLOCK_SIZE_BITS; no other fields.
+ * blockSizeBits an integer from MIN_BLOCK_SIZE_BITS to MAX_BLOCK_SIZE_BITS; no other fields.
  * @throws {IpamError} kind "invalid", naming the pool, the rule and the offending value.
  */
 export function parsePool(name: string, raw: unknown): Pool {
@@ -121,8 +129,18 @@ export function parsePool(name: string, raw: unknown): Pool {
 }
 
 function parseBlockSizeBits(value: unknown, fail: (problem: string) => IpamError): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
-    throw fail(`blockSizeBits must be an integer from 0 to ${MAX_BLOCK_SIZE_BITS}, not ${describe(value)}`);
+  if (typeof value !== "number" || !Number.isInteger(value)) {
+    throw fail(
+      `blockSizeBits must be an integer from ${MIN_BLOCK_SIZE_BITS} to ${MAX_BLOCK_SIZE_BITS}, not ${
+        describe(value)
+      }`,
+    );
+  }
+  if (value < MIN_BLOCK_SIZE_BITS) {
+    throw fail(
+      `blockSizeBits ${value} is too small: at least ${MIN_BLOCK_SIZE_BITS} (2 addresses per block), ` +
+        `since each block's first address is reserved as the pods' gateway`,
+    );
   }
   if (value > MAX_BLOCK_SIZE_BITS) {
     throw fail(

@@ -1,12 +1,14 @@
-// `coil node …`: what each node holds in etcd. `node list` and `node remove` (release a dead node's
-// blocks and addresses) belong here as further subcommands of the same `node` command.
+// `coil node …`: the nodes known to etcd (by their blocks or their running coild), the blocks each
+// holds, and `node remove`, which gives a dead node's blocks and addresses back to the pools.
 
 import type { Command } from "commander";
 import { cidrSize, formatCidr } from "../cidr.ts";
+import { removeNode } from "../node_removal.ts";
 import { addEtcdOptions, type EtcdFlagValues } from "./etcd_flags.ts";
-import { table, toJson } from "./format.ts";
+import { percent, table, toJson } from "./format.ts";
 import { withEtcd } from "./session.ts";
 import { readSnapshot } from "./snapshot.ts";
+import { nodeUsage } from "./usage.ts";
 
 type Flags = EtcdFlagValues & { json?: boolean };
 
@@ -14,8 +16,84 @@ type Flags = EtcdFlagValues & { json?: boolean };
 export function registerNodeCommands(program: Command): void {
   const node = program
     .command("node")
-    .summary("inspect the blocks nodes hold")
-    .description("Inspect nodes: the blocks each node has claimed and the addresses it has handed out.");
+    .summary("list nodes, inspect their blocks, remove dead ones")
+    .description(
+      "Nodes: the blocks each node has claimed, the addresses it has handed out, whether its coild is " +
+        "running (its lease-bound key exists), and removal of a dead node's blocks and addresses.",
+    );
+
+  addEtcdOptions(
+    node.command("list")
+      .summary("list nodes with their blocks, addresses and liveness")
+      .description(
+        "List every node that holds blocks or runs coild: blocks held, addresses used of their capacity, " +
+          "and whether coild is running",
+      )
+      .option("--json", "print JSON: [{node, live, blocks, addressesUsed, capacity}]"),
+  ).action(async (flags: Flags) => {
+    const snapshot = await withEtcd(flags, (client, options) => readSnapshot(client, options.prefix));
+    const nodes = nodeUsage(snapshot.blocks, snapshot.liveNodes);
+    if (flags.json) {
+      console.log(toJson(nodes));
+      return;
+    }
+    if (nodes.length === 0) {
+      console.log("No nodes hold blocks and no coild is running");
+      return;
+    }
+    console.log(table(
+      ["NODE", "COILD", "BLOCKS", "ADDRESSES-USED", "USE"],
+      nodes.map((n) => [
+        n.node,
+        n.live ? "running" : "not running",
+        String(n.blocks),
+        `${n.addressesUsed}/${n.capacity}`,
+        percent(n.addressesUsed, n.capacity),
+      ]),
+    ));
+  });
+
+  addEtcdOptions(
+    node.command("remove")
+      .summary("release all blocks and addresses of a dead node")
+      .description(
+        "Release every block the node holds, with the addresses in it, back to the pools (one etcd " +
+          "transaction per block). Refused while the node's coild is running, unless --force: a running " +
+          "coild would keep using the addresses of its pods",
+      )
+      .argument("<node>", "node name, as coild registers it (the Kubernetes node name)")
+      .option("--force", "remove even though the node's coild is running")
+      .option("--json", "print JSON: {node, wasAlive, blocks: [{pool, block, addresses}]}"),
+  ).action(async (name: string, flags: Flags & { force?: boolean }) => {
+    const removal = await withEtcd(
+      flags,
+      (client, options) => removeNode(client, options.prefix, name, { force: flags.force }),
+    );
+    if (flags.json) {
+      console.log(toJson({
+        node: removal.node,
+        wasAlive: removal.wasAlive,
+        blocks: removal.blocks.map((b) => ({
+          pool: b.pool,
+          block: formatCidr(b.block),
+          addresses: b.addresses,
+        })),
+      }));
+      return;
+    }
+    if (removal.wasAlive) console.log(`Warning: node "${name}" was running coild (--force)`);
+    if (removal.blocks.length === 0) {
+      console.log(`Node "${name}" holds no blocks: nothing to release`);
+      return;
+    }
+    for (const b of removal.blocks) {
+      console.log(
+        `Released block ${formatCidr(b.block)} of pool "${b.pool}" with ${b.addresses} address(es)`,
+      );
+    }
+    const addresses = removal.blocks.reduce((sum, b) => sum + b.addresses, 0);
+    console.log(`Removed node "${name}": ${removal.blocks.length} block(s), ${addresses} address(es)`);
+  });
 
   addEtcdOptions(
     node.command("blocks")

@@ -3,7 +3,15 @@
 import { type Command, InvalidArgumentError } from "commander";
 import { formatCidr } from "../cidr.ts";
 import { IpamError } from "../errors.ts";
-import { blockPrefix, DEFAULT_BLOCK_SIZE_BITS, MAX_BLOCK_SIZE_BITS, parsePool, type Pool } from "../pool.ts";
+import { usableAddresses } from "../block_allocator.ts";
+import {
+  blockPrefix,
+  DEFAULT_BLOCK_SIZE_BITS,
+  MAX_BLOCK_SIZE_BITS,
+  MIN_BLOCK_SIZE_BITS,
+  parsePool,
+  type Pool,
+} from "../pool.ts";
 import { PoolStore } from "../pool_store.ts";
 import { addEtcdOptions, type EtcdFlagValues } from "./etcd_flags.ts";
 import { fields, formatCount, percent, table, toJson } from "./format.ts";
@@ -34,8 +42,10 @@ export function registerPoolCommands(program: Command): void {
       .argument("<cidr...>", "subnets, e.g. 10.1.0.0/16 fd00:1::/48 (no host bits, no overlap with any pool)")
       .option(
         "--block-size-bits <n>",
-        `log2 of the addresses per block, 0 to ${MAX_BLOCK_SIZE_BITS} (default ${DEFAULT_BLOCK_SIZE_BITS}: ` +
-          "blocks of 32 addresses, /27 and /123)",
+        `log2 of the addresses per block, ${MIN_BLOCK_SIZE_BITS} to ${MAX_BLOCK_SIZE_BITS} ` +
+          `(default ${DEFAULT_BLOCK_SIZE_BITS}: blocks of 32 addresses, /27 and /123); a block's first ` +
+          "address is the pods' gateway and an IPv4 block's last their broadcast address, so a block of " +
+          "2^n serves 2^n - 1 IPv6 pods or 2^n - 2 IPv4 pods (one in a /31)",
         parseWholeNumber,
       ),
   ).action(async (name: string, cidrs: string[], flags: Flags) => {
@@ -115,7 +125,7 @@ export function registerPoolCommands(program: Command): void {
     }
     console.log(fields([
       ["Pool", name],
-      ["Block size", `2^${found.blockSizeBits} = ${2 ** found.blockSizeBits} addresses`],
+      ["Block size", `2^${found.blockSizeBits} = ${describeBlockSize(found)}`],
       ["Blocks", `${usage.blocksClaimed} claimed of ${formatCount(usage.blocksTotal)}`],
       [
         "Addresses",
@@ -148,9 +158,15 @@ export function registerPoolCommands(program: Command): void {
 
 function describePool(pool: Pool): string {
   const prefixes = [...new Set(pool.subnets.map((s) => `/${blockPrefix(pool, s.family)}`))].join(" and ");
-  return `${pool.subnets.map(formatCidr).join(", ")} in blocks of ${
-    2 ** pool.blockSizeBits
-  } addresses (${prefixes})`;
+  return `${pool.subnets.map(formatCidr).join(", ")} in blocks of ${describeBlockSize(pool)} (${prefixes})`;
+}
+
+/** E.g. `32 addresses, 30 for IPv4 pods and 31 for IPv6 pods`: the reserved addresses left out. */
+function describeBlockSize(pool: Pool): string {
+  const size = 2 ** pool.blockSizeBits;
+  const families = ([4, 6] as const).filter((f) => pool.subnets.some((s) => s.family === f));
+  const usable = families.map((f) => `${usableAddresses(size, f)} for IPv${f} pods`);
+  return `${size} addresses, ${usable.join(" and ")}`;
 }
 
 function parseWholeNumber(text: string): number {

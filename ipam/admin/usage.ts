@@ -1,6 +1,8 @@
 // Utilisation arithmetic over a Snapshot: per subnet of a pool, per pool and per node. Pure; totals
-// that grow with IPv6 subnets are BigInt, counts of etcd keys are numbers.
+// that grow with IPv6 subnets are BigInt, counts of etcd keys are numbers. Capacities count the
+// addresses pods can get: a block's reserved addresses (block_allocator.ts reservedOffsets) are left out.
 
+import { usableAddresses } from "../block_allocator.ts";
 import { blockCount, type Cidr, cidrSize, contains, nthAddress } from "../cidr.ts";
 import { blockPrefix, type Pool } from "../pool.ts";
 import type { ClaimedBlock } from "./snapshot.ts";
@@ -11,6 +13,7 @@ export interface SubnetUsage {
   blocksClaimed: number;
   blocksTotal: bigint;
   addressesUsed: number;
+  /** Addresses pods can get in the whole subnet: blocksTotal × the usable addresses of a block. */
   addresses: bigint;
 }
 
@@ -20,7 +23,7 @@ export interface PoolUsage {
   blocksClaimed: number;
   blocksTotal: bigint;
   addressesUsed: number;
-  /** Addresses in the claimed blocks: what the nodes can hand out without claiming more. */
+  /** Addresses pods can get in the claimed blocks: what the nodes can hand out without claiming more. */
   addressesInClaimedBlocks: number;
 }
 
@@ -29,7 +32,7 @@ export interface NodeUsage {
   live: boolean;
   blocks: number;
   addressesUsed: number;
-  /** Addresses in the node's blocks. */
+  /** Addresses pods can get in the node's blocks. */
   capacity: number;
 }
 
@@ -39,13 +42,14 @@ export function poolUsage(pool: Pool, blocks: readonly ClaimedBlock[]): PoolUsag
   const subnets = pool.subnets.map((subnet): SubnetUsage => {
     const inside = own.filter((b) => contains(subnet, nthAddress(b.block, 0n)));
     const prefix = blockPrefix(pool, subnet.family);
+    const blocksTotal = blockCount(subnet, prefix);
     return {
       subnet,
       blockPrefix: prefix,
       blocksClaimed: inside.length,
-      blocksTotal: blockCount(subnet, prefix),
+      blocksTotal,
       addressesUsed: sum(inside.map((b) => b.addressesUsed)),
-      addresses: cidrSize(subnet),
+      addresses: blocksTotal * BigInt(usableAddresses(2 ** pool.blockSizeBits, subnet.family)),
     };
   });
   return {
@@ -54,7 +58,7 @@ export function poolUsage(pool: Pool, blocks: readonly ClaimedBlock[]): PoolUsag
     blocksClaimed: own.length,
     blocksTotal: subnets.reduce((acc, s) => acc + s.blocksTotal, 0n),
     addressesUsed: sum(own.map((b) => b.addressesUsed)),
-    addressesInClaimedBlocks: sum(own.map((b) => Number(cidrSize(b.block)))),
+    addressesInClaimedBlocks: sum(own.map((b) => blockCapacity(b.block))),
   };
 }
 
@@ -69,10 +73,15 @@ export function nodeUsage(blocks: readonly ClaimedBlock[], liveNodes: ReadonlySe
       { node: b.node, live: liveNodes.has(b.node), blocks: 0, addressesUsed: 0, capacity: 0 };
     entry.blocks++;
     entry.addressesUsed += b.addressesUsed;
-    entry.capacity += Number(cidrSize(b.block));
+    entry.capacity += blockCapacity(b.block);
     byNode.set(b.node, entry);
   }
   return [...byNode.values()].sort((a, b) => a.node < b.node ? -1 : a.node > b.node ? 1 : 0);
+}
+
+/** Addresses pods can get in one claimed block (blocks hold at most 2^16, so a number). */
+function blockCapacity(block: Cidr): number {
+  return usableAddresses(Number(cidrSize(block)), block.family);
 }
 
 function sum(values: number[]): number {

@@ -38,6 +38,17 @@ export async function learnedRoutes(plan: LabPlan, netns: string): Promise<Learn
   return found;
 }
 
+/** The routes the router installed, grouped by the node they lead to (its uplink address is the next hop). */
+export async function routerRoutesByNode(plan: LabPlan): Promise<Map<string, string[]>> {
+  const byNode = new Map(plan.nodes.map((node) => [node.name, [] as string[]]));
+  for (const route of await learnedRoutes(plan, plan.router.netns)) {
+    const node = plan.nodes.find((n) => route.via === n.uplink.node4 || route.via === n.uplink.node6);
+    if (!node) throw new Error(`Route ${route.dst} at the router leads to ${route.via}, which is no node`);
+    byNode.get(node.name)!.push(route.dst);
+  }
+  return byNode;
+}
+
 /** Waits until every BGP session of the router is Established. Throws after `timeoutMs`. */
 export async function waitSessions(plan: LabPlan, timeoutMs = 60_000): Promise<void> {
   const expected = plan.nodes.length * families(plan).length;

@@ -101,3 +101,25 @@ export async function bgpSessions(
     .filter((p) => p.proto === "BGP")
     .map((p) => ({ name: p.name, established: p.info.startsWith("Established"), info: p.info }));
 }
+
+/** A route in a BIRD table: its prefix, the protocol (session) it came from, and when it last changed. */
+export interface BirdRoute {
+  prefix: string;
+  protocol: string;
+  since: string;
+}
+
+/**
+ * The routes of `birdc show route` (every table). `since` changes whenever the route is withdrawn and
+ * announced again, so an unchanged `since` proves the route stayed.
+ */
+export async function birdRoutes(socket: string): Promise<BirdRoute[]> {
+  const text = await birdc(socket, ["show", "route"]);
+  const found: BirdRoute[] = [];
+  for (const line of text.split("\n")) {
+    // 10.100.0.32/27  unicast [node1 14:16:02.639] * (100) [AS64601i]
+    const match = /^(\S+)\s+unicast \[(\S+) ([^\]]+)\]/.exec(line);
+    if (match) found.push({ prefix: match[1], protocol: match[2], since: match[3] });
+  }
+  return found;
+}

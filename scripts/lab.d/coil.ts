@@ -1,15 +1,12 @@
-// The hooks into Coil itself, through scripts/coil exactly as an operator and a runtime use it: the
-// admin CLI creates pools, coild runs per node, and the CNI binary is exec'd with env and stdin.
+// Coil's admin CLI in the lab, through scripts/coil exactly as an operator runs it: pools are created
+// and the blocks each node holds are read from etcd, from the management namespace.
 
-import { EXPORT_TABLE_ID, type LabPlan, type NodePlan, type PodPlan, PROTOCOL_ID } from "./plan.ts";
-import { isAlive, startDaemon } from "./processes.ts";
-import { inNetns, poll, run } from "./run.ts";
-import { addNetns } from "./topology.ts";
+import { formatCidr, parseCidr } from "../../ipam/cidr.ts";
+import type { LabPlan } from "./plan.ts";
+import { inNetns, run } from "./run.ts";
 
 /** scripts/coil, which runs main.ts as the compiled binary would. */
 export const COIL = new URL("../coil", import.meta.url).pathname;
-/** Where runtimes find CNI plugins (Debian's containernetworking-plugins). */
-export const CNI_PATH = "/usr/lib/cni";
 
 /** True when `scripts/coil daemon --help` succeeds, i.e. coild exists. */
 export async function coildAvailable(): Promise<boolean> {
@@ -17,98 +14,73 @@ export async function coildAvailable(): Promise<boolean> {
   return out.code === 0;
 }
 
-/** The argv that runs coild for `node` (inside the node's namespace). */
-export function coildArgv(plan: LabPlan, node: NodePlan): string[] {
-  return [
-    COIL,
-    "daemon",
-    "--node-name",
-    node.name,
-    "--etcd-endpoints",
-    plan.mgmt.etcdEndpoint,
-    "--socket",
-    node.coildSocket,
-    "--export-table-id",
-    String(EXPORT_TABLE_ID),
-    "--protocol-id",
-    String(PROTOCOL_ID),
-  ];
-}
-
 /** Creates the lab's pools with `coil pool create`, run in the management namespace. */
 export async function createPools(plan: LabPlan): Promise<void> {
   for (const pool of plan.pools) {
-    await inNetns(plan.mgmt.netns, COIL, [
+    await admin(plan, [
       "pool",
       "create",
       pool.name,
       ...pool.subnets,
       "--block-size-bits",
       String(pool.blockSizeBits),
-      "--etcd-endpoints",
-      plan.mgmt.etcdEndpoint,
     ]);
   }
 }
 
-/** Starts coild in the node's namespace and waits for its socket. Throws with the log's tail if it dies. */
-export async function startCoild(plan: LabPlan, node: NodePlan): Promise<void> {
-  const pid = await startDaemon({
-    netns: node.netns,
-    argv: coildArgv(plan, node),
-    log: node.coildLog,
-    pidFile: node.coildPid,
-  });
-  await poll(`coild on ${node.name} opening ${node.coildSocket}`, 60_000, async () => {
-    if (!await isAlive(pid)) {
-      const log = await Deno.readTextFile(node.coildLog).catch(() => "");
-      throw new Error(`coild on ${node.name} exited: ${log.trim().split("\n").slice(-5).join(" | ")}`);
-    }
-    const stat = await Deno.stat(node.coildSocket).catch(() => undefined);
-    return stat?.isSocket ? true : undefined;
-  });
+/** A block as etcd records it. */
+export interface HeldBlock {
+  pool: string;
+  /** Canonical CIDR text, as `ip route` prints it. */
+  block: string;
+  addressesUsed: number;
 }
 
-/** The netconf the lab hands the CNI plugin on stdin. */
-export function netconf(node: NodePlan): string {
-  return JSON.stringify({ cniVersion: "1.1.0", name: "coil-lab", type: "coil", socket: node.coildSocket });
+/** The blocks `node` holds in etcd (`coil node blocks --json`). Throws when etcd does not answer. */
+export async function heldBlocks(plan: LabPlan, node: string): Promise<HeldBlock[]> {
+  const out = await admin(plan, ["node", "blocks", node, "--json"]);
+  const view = JSON.parse(out) as {
+    pools: { pool: string; blocks: { block: string; addressesUsed: number }[] }[];
+  };
+  return view.pools.flatMap((pool) =>
+    pool.blocks.map((b) => ({
+      pool: pool.pool,
+      block: formatCidr(parseCidr(b.block)),
+      addressesUsed: b.addressesUsed,
+    }))
+  );
 }
 
-/** The CNI environment of an ADD or DEL for `pod`. */
-export function cniEnv(command: "ADD" | "DEL", pod: PodPlan): Record<string, string> {
+/** Who holds an address, as etcd records it (`coil ip show --json`). */
+export interface AddressHolder {
+  allocated: boolean;
+  pool?: string;
+  block?: string;
+  blockOwner?: string;
+  podNamespace?: string;
+  podName?: string;
+}
+
+/** Looks `address` up in etcd. Throws when etcd does not answer. */
+export async function addressHolder(plan: LabPlan, address: string): Promise<AddressHolder> {
+  const view = JSON.parse(await admin(plan, ["ip", "show", address, "--json"])) as {
+    allocated: boolean;
+    pool?: string | null;
+    block?: string | null;
+    blockOwner?: string | null;
+    record?: { podNamespace?: string; podName?: string } | null;
+  };
   return {
-    CNI_COMMAND: command,
-    CNI_CONTAINERID: pod.containerId,
-    CNI_NETNS: `/var/run/netns/${pod.netns}`,
-    CNI_IFNAME: "eth0",
-    CNI_PATH,
-    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name}`,
+    allocated: view.allocated,
+    pool: view.pool ?? undefined,
+    block: view.block ?? undefined,
+    blockOwner: view.blockOwner ?? undefined,
+    podNamespace: view.record?.podNamespace,
+    podName: view.record?.podName,
   };
 }
 
-/**
- * Creates the pod's namespace and runs CNI ADD for it inside the node's namespace, as a runtime
- * does. Returns the addresses of the result (without prefix length). Throws with the CNI error.
- */
-export async function cniAdd(node: NodePlan, pod: PodPlan): Promise<string[]> {
-  await addNetns(pod.netns);
-  const out = await inNetns(node.netns, COIL, [], {
-    env: cniEnv("ADD", pod),
-    stdin: netconf(node),
-    check: false,
-  });
-  let result: { ips?: { address?: string }[]; code?: number; msg?: string; details?: string };
-  try {
-    result = JSON.parse(out.stdout);
-  } catch {
-    throw new Error(`CNI ADD for ${pod.name} printed no JSON (exit ${out.code}): ${out.stderr.trim()}`);
-  }
-  if (out.code !== 0 || result.code !== undefined) {
-    throw new Error(
-      `CNI ADD for ${pod.name} failed with code ${result.code}: ${result.msg} ${result.details ?? ""}`,
-    );
-  }
-  const addresses = (result.ips ?? []).map((entry) => String(entry.address).split("/")[0]);
-  if (addresses.length === 0) throw new Error(`CNI ADD for ${pod.name} returned no address`);
-  return addresses;
+async function admin(plan: LabPlan, args: string[]): Promise<string> {
+  const out = await inNetns(plan.mgmt.netns, COIL, [...args, "--etcd-endpoints", plan.mgmt.etcdEndpoint]);
+  return out.stdout;
 }

@@ -150,7 +150,7 @@ export function planLab(options: LabOptions, stateRoot = defaultStateRoot()): La
   const stateDir = labStateDir(options.name, stateRoot);
   const nodes = Array.from({ length: options.nodes }, (_, i) => planNode(prefix, stateDir, i + 1, options));
   const pods = nodes.flatMap((node) =>
-    Array.from({ length: options.pods }, (_, k) => planPod(prefix, options, node.name, k + 1))
+    Array.from({ length: options.pods }, (_, k) => planPod({ prefix, options }, node.name, k + 1))
   );
   const routerDir = `${stateDir}/tor`;
   const mgmtDir = `${stateDir}/mgmt`;
@@ -229,18 +229,24 @@ function planNode(prefix: string, stateDir: string, index: number, options: LabO
   };
 }
 
-// With coild, every second pod lives in namespace `dmz`, so both pools are used; static pods all take
-// addresses from their node's one static block.
-function planPod(prefix: string, options: LabOptions, node: string, index: number): PodPlan {
-  const namespace = options.coil && index % 2 === 0 ? "dmz" : "default";
+/**
+ * Pod `index` of `node`. Without `namespace`, with coild every second pod lives in namespace `dmz`, so
+ * both pools are used; static pods all take addresses from their node's one static block.
+ */
+export function planPod(
+  plan: Pick<LabPlan, "prefix" | "options">,
+  node: string,
+  index: number,
+  namespace = plan.options.coil && index % 2 === 0 ? "dmz" : "default",
+): PodPlan {
   const name = `pod-${node}-${index}`;
-  const id = `${options.name}.${namespace}.${name}`;
+  const id = `${plan.options.name}.${namespace}.${name}`;
   return {
     name,
     namespace,
     node,
     index,
-    netns: `${prefix}pod-${node}-${index}`,
+    netns: `${plan.prefix}pod-${node}-${index}`,
     containerId: hexId(id),
   };
 }

@@ -72,7 +72,14 @@ export async function routes(
   table: string,
   filters: string[] = [],
 ): Promise<IpRoute[]> {
-  const out = await ip(netns, ["-j", `-${family}`, "route", "show", "table", table, ...filters]);
+  const out = await ip(netns, ["-j", `-${family}`, "route", "show", "table", table, ...filters], {
+    check: false,
+  });
+  // The kernel creates a table with its first route: before that (a node without blocks), it is empty.
+  if (out.code !== 0 && /FIB table does not exist/.test(out.stderr)) return [];
+  if (out.code !== 0) {
+    throw new Error(`Routes of table ${table} in ${netns} could not be read: ${out.stderr.trim()}`);
+  }
   return out.stdout.trim() === "" ? [] : JSON.parse(out.stdout) as IpRoute[];
 }
 

@@ -3,11 +3,14 @@
 
 import { bgpSessions, renderNodeConfig, renderRouterConfig, startBird } from "./bird.ts";
 import { waitConverged, waitSessions } from "./bgp_state.ts";
-import { cniAdd, coildAvailable, createPools, startCoild } from "./coil.ts";
+import { coildAvailable, createPools } from "./coil.ts";
+import { startCoild } from "./coild.ts";
 import { down } from "./down.ts";
 import { startEtcd } from "./etcd.ts";
 import { defaultStateRoot, type LabOptions, type LabPlan, planLab } from "./plan.ts";
-import { detail, step } from "./run.ts";
+import { detail, mapLimit, step } from "./run.ts";
+import { addPods, podState } from "./pods.ts";
+import { checkPrograms } from "./preflight.ts";
 import { type LabState, saveState } from "./state.ts";
 import { addStaticBlocks, addStaticPod, staticPodAddresses } from "./static_pods.ts";
 import { createTopology, listLabNetns } from "./topology.ts";
@@ -18,6 +21,7 @@ import { createTopology, listLabNetns } from "./topology.ts";
  */
 export async function up(options: LabOptions, stateRoot = defaultStateRoot()): Promise<LabPlan> {
   const plan = planLab(options, stateRoot);
+  await checkPrograms();
   if (options.coil && !await coildAvailable()) {
     throw new Error("coild is not available (`scripts/coil daemon --help` fails): run `up --no-coil`");
   }
@@ -83,17 +87,11 @@ async function upWithCoil(plan: LabPlan, state: LabState): Promise<void> {
   step(`Creating pools: ${plan.pools.map((p) => `${p.name} ${p.subnets.join(" ")}`).join("; ")}`);
   await createPools(plan);
   step("Starting coild on every node");
-  for (const node of plan.nodes) {
-    await startCoild(plan, node);
-    detail(`${node.name}: socket ${node.coildSocket}, log ${node.coildLog}`);
-  }
+  await mapLimit(plan.nodes, 4, (node) => startCoild(plan, node));
+  for (const node of plan.nodes) detail(`${node.name}: socket ${node.coildSocket}, log ${node.coildLog}`);
   step(`Adding ${plan.pods.length} pods with CNI ADD`);
-  for (const pod of plan.pods) {
-    const node = plan.nodes.find((n) => n.name === pod.node)!;
-    const addresses = await cniAdd(node, pod);
-    state.pods.push({ ...podRecord(pod), addresses });
-    await saveState(plan, state);
-    detail(`${pod.namespace}/${pod.name} on ${pod.node}: ${addresses.join(", ")}`);
+  for (const pod of await addPods(plan, state, plan.pods)) {
+    detail(`${pod.namespace}/${pod.name} on ${pod.node}: ${pod.addresses.join(", ")}`);
   }
 }
 
@@ -108,19 +106,9 @@ async function upStatic(plan: LabPlan, state: LabState): Promise<void> {
     const node = plan.nodes.find((n) => n.name === pod.node)!;
     const addresses = staticPodAddresses(plan, node, pod);
     await addStaticPod(node, pod, addresses);
-    state.pods.push({ ...podRecord(pod), addresses });
+    state.pods.push(podState(pod, addresses));
     await saveState(plan, state);
   }
-}
-
-function podRecord(pod: LabPlan["pods"][number]) {
-  return {
-    name: pod.name,
-    namespace: pod.namespace,
-    node: pod.node,
-    netns: pod.netns,
-    containerId: pod.containerId,
-  };
 }
 
 function birdFiles(where: { birdConfig: string; birdSocket: string; birdPid: string }) {

@@ -154,6 +154,7 @@ Deno.test("check() needs a valid prevResult, then sends the attachment", async (
     network: "net2",
     mode: "ipam",
     hostRouteTable: 0,
+    prevIps: ["10.1.0.5/32"],
   }]);
 });
 

@@ -428,6 +428,7 @@ Deno.test("runCni() DEL and CHECK send the attachment in both modes and print no
             ...ATTACHMENT,
             mode,
             hostRouteTable: mode === "main" ? 119 : 0,
+            ...(verb === "check" ? { prevIps: ["10.1.0.5/32"] } : {}),
           }]);
         });
       });

@@ -3,49 +3,21 @@
 // never come back to their owner, and disappear when withdrawn.
 
 import assert from "node:assert/strict";
-import { birdc } from "../../scripts/lab.d/bird.ts";
-import { exportedBlocks, learnedRoutes } from "../../scripts/lab.d/bgp_state.ts";
-import { renderNodeConfig, renderRouterConfig } from "../../scripts/lab.d/bird.ts";
+import { learnedRoutes } from "../../scripts/lab.d/bgp_state.ts";
+import { birdc, renderNodeConfig, renderRouterConfig } from "../../scripts/lab.d/bird.ts";
 import { startEtcd } from "../../scripts/lab.d/etcd.ts";
 import { type LabOptions, type LabPlan, planLab } from "../../scripts/lab.d/plan.ts";
 import { isAlive, netnsPids } from "../../scripts/lab.d/processes.ts";
 import { ip, poll, routes, run } from "../../scripts/lab.d/run.ts";
-import { loadState } from "../../scripts/lab.d/state.ts";
 import { addBlockRoute, deleteBlockRoute } from "../../scripts/lab.d/static_pods.ts";
-import { blockHolding } from "../../scripts/lab.d/status.ts";
 import { createTopology, listLabNetns } from "../../scripts/lab.d/topology.ts";
+import { lab, labName, withLab } from "./lab_fixture.ts";
 
-const LAB = new URL("../../scripts/lab", import.meta.url).pathname;
 const CONVERGE_MS = 30_000;
 
-function labName(): string {
-  return `t${crypto.randomUUID().replaceAll("-", "").slice(0, 8)}`;
-}
-
-async function lab(args: string[]): Promise<string> {
-  const out = await run(LAB, args, { check: false });
-  const text = out.stdout + out.stderr;
-  assert.equal(out.code, 0, `scripts/lab ${args.join(" ")} exited ${out.code}:\n${text}`);
-  return text;
-}
-
-// Brings a lab up with the CLI, hands its plan to `body`, and always takes it down, checking that no
-// namespace or process of it is left.
-async function withLab(options: Omit<LabOptions, "name">, body: (plan: LabPlan) => Promise<void>) {
-  const name = labName();
-  const plan = planLab({ ...options, name });
-  try {
-    const args = ["up", "--name", name, "--nodes", String(options.nodes), "--pods", String(options.pods)];
-    if (options.dualStack) args.push("--dual-stack");
-    if (!options.coil) args.push("--no-coil");
-    await lab(args);
-    await body(plan);
-  } finally {
-    const out = await lab(["down", "--name", name]);
-    assert.doesNotMatch(out, /stopped 0 process/, "down found no process of the lab");
-  }
-  assert.deepEqual(await listLabNetns(name), []);
-  await assert.rejects(Deno.stat(plan.stateDir), Deno.errors.NotFound);
+function upArgs(options: Omit<LabOptions, "name" | "coil">): string[] {
+  const args = ["up", "--no-coil", "--nodes", String(options.nodes), "--pods", String(options.pods)];
+  return options.dualStack ? [...args, "--dual-stack"] : args;
 }
 
 async function learnedAt(plan: LabPlan, netns: string): Promise<string[]> {
@@ -86,7 +58,7 @@ Deno.test("renderNodeConfig() and renderRouterConfig() fill the samples into con
 });
 
 Deno.test("up() --no-coil spreads every block over BGP, once, and never back to its owner", async (t) => {
-  await withLab({ nodes: 3, pods: 1, dualStack: false, coil: false }, async (plan) => {
+  await withLab(upArgs({ nodes: 3, pods: 1, dualStack: false }), async (plan) => {
     const [node1, node2, node3] = plan.nodes;
     const allBlocks = plan.nodes.flatMap((n) => n.staticBlocks).sort();
 
@@ -176,7 +148,7 @@ Deno.test("up() --no-coil spreads every block over BGP, once, and never back to 
 });
 
 Deno.test("up() --no-coil --dual-stack spreads IPv6 blocks over the IPv6 sessions", async (t) => {
-  await withLab({ nodes: 2, pods: 1, dualStack: true, coil: false }, async (plan) => {
+  await withLab(upArgs({ nodes: 2, pods: 1, dualStack: true }), async (plan) => {
     const [node1, node2] = plan.nodes;
     await t.step("node2 learns node1's IPv6 block via the router's link address", async () => {
       const found = await routes(node2.netns, 6, "main", [node1.staticBlocks[1]]);
@@ -210,53 +182,4 @@ Deno.test("down() removes a half-built lab and is idempotent", async () => {
   } finally {
     await lab(["down", "--name", name]);
   }
-});
-
-Deno.test("up() with coild gives CNI pods addresses whose blocks BGP spreads to every node", async (t) => {
-  await withLab({ nodes: 2, pods: 2, dualStack: true, coil: true }, async (plan) => {
-    const loaded = await loadState(plan.options.name);
-    assert.ok(loaded, "lab.json is missing");
-    const pods = loaded.state.pods;
-
-    await t.step("each pod gets an address from its namespace's pool", () => {
-      assert.equal(pods.length, 4);
-      for (const pod of pods) {
-        const v4 = pod.addresses.filter((a) => !a.includes(":"));
-        const v6 = pod.addresses.filter((a) => a.includes(":"));
-        assert.equal(v4.length, 1, `${pod.name}: ${pod.addresses}`);
-        const pool = pod.namespace === "dmz" ? "10.200.0.0/24" : "10.100.0.0/16";
-        assert.equal(blockHolding(v4[0], [pool]), pool, `${pod.name}: ${v4[0]} is outside ${pool}`);
-        // The dmz pool is IPv4 only; default is dual stack.
-        assert.equal(v6.length, pod.namespace === "dmz" ? 0 : 1, `${pod.name}: ${pod.addresses}`);
-      }
-    });
-
-    await t.step(
-      "every pod address lies in a block its node exports and the other node learned",
-      async () => {
-        for (const pod of pods) {
-          const node = plan.nodes.find((n) => n.name === pod.node)!;
-          const other = plan.nodes.find((n) => n.name !== pod.node)!;
-          const exported = await exportedBlocks(plan, node);
-          const learnedByOther = await learnedAt(plan, other.netns);
-          for (const address of pod.addresses) {
-            const block = blockHolding(address, exported);
-            assert.notEqual(block, "-", `${address} of ${pod.name} is in no block of ${node.name}`);
-            assert.ok(learnedByOther.includes(block), `${other.name} did not learn ${block}`);
-            assert.ok(
-              !(await learnedAt(plan, node.netns)).includes(block),
-              `${node.name} learned its own ${block}`,
-            );
-          }
-        }
-      },
-    );
-
-    await t.step("ping reaches every pod on the other node over both families", async () => {
-      // Per node one default pod (IPv4 + IPv6) and one dmz pod (IPv4): the default pod pings the 3
-      // addresses on the other node, the dmz pod the 2 IPv4 ones; 5 per node, 10 in all.
-      const out = await lab(["ping", "--name", plan.options.name]);
-      assert.match(out, /^10\/10 pings succeeded$/m);
-    });
-  });
 });

@@ -121,3 +121,47 @@ async function waitHealthy(endpoint: string, tls: boolean): Promise<void> {
   }
   throw new Error(`etcd at ${endpoint} did not become healthy within 15 s`);
 }
+
+/** An etcd started again by the function killEtcdForRestart() returns; dispose kills it. */
+export interface RestartedEtcd extends AsyncDisposable {
+  process: Deno.ChildProcess;
+}
+
+/**
+ * Kills `etcd` as a crash would (SIGKILL), keeping its data dir, and returns a function that starts it
+ * again with the very same command line (data dir, client and peer ports, UNIX socket), waiting until
+ * it serves. Dispose the restarted etcd before `etcd` itself, whose disposal removes the data dir
+ * (`await using` does, when the restarted one is declared later).
+ * @throws {Error} when etcd is no longer running, or the restarted one does not serve within 15 s.
+ */
+export async function killEtcdForRestart(etcd: TestEtcd): Promise<() => Promise<RestartedEtcd>> {
+  // The command line is read before the kill: /proc forgets it with the process.
+  const cmdline = await Deno.readTextFile(`/proc/${etcd.process.pid}/cmdline`);
+  const args = cmdline.split("\0").slice(1, -1);
+  etcd.process.kill("SIGKILL");
+  await etcd.process.status;
+  return async () => {
+    // The dead etcd's UNIX socket file is still there, and binding over it would fail (EADDRINUSE).
+    await Deno.remove(etcd.unixEndpoint.slice("unix://".length)).catch(() => {});
+    const process = new Deno.Command("etcd", { args, cwd: etcd.dataDir, stdout: "null", stderr: "piped" })
+      .spawn();
+    const stderr = process.stderr.pipeTo(new WritableStream({ write() {} })).catch(() => {});
+    let stopped = false;
+    const stop = async () => {
+      if (stopped) return;
+      stopped = true;
+      try {
+        process.kill("SIGKILL");
+      } catch { /* already gone */ }
+      await process.status;
+      await stderr;
+    };
+    try {
+      await waitHealthy(etcd.endpoint, etcd.endpoint.startsWith("https:"));
+    } catch (err) {
+      await stop();
+      throw err;
+    }
+    return { process, [Symbol.asyncDispose]: stop };
+  };
+}

@@ -88,7 +88,7 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
       const created = assertOk(await coil(["pool", "create", "default", "10.1.0.0/16", "FD00::/48"], env));
       assert.equal(
         created,
-        'Created pool "default": 10.1.0.0/16, fd00::/48 in blocks of 32 addresses (/27 and /123)\n',
+        'Created pool "default": 10.1.0.0/16, fd00::/48 in blocks of 32 addresses, 30 for IPv4 pods and 31 for IPv6 pods (/27 and /123)\n',
       );
       assertOk(await coil(["pool", "create", "dmz", "203.0.113.0/24", "--block-size-bits", "2"], env));
 
@@ -103,15 +103,15 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
       const added = assertOk(await coil(["pool", "add-subnet", "dmz", "198.51.100.0/24"], env));
       assert.match(
         added,
-        /^Added 198\.51\.100\.0\/24 to pool "dmz": 203\.0\.113\.0\/24, 198\.51\.100\.0\/24 in blocks of 4/,
+        /^Added 198\.51\.100\.0\/24 to pool "dmz": 203\.0\.113\.0\/24, 198\.51\.100\.0\/24 in blocks of 4 addresses, 2 for IPv4 pods \(\/30\)$/m,
       );
 
       const show = assertOk(await coil(["pool", "show", "dmz"], env));
       assert.match(show, /^Pool: +dmz$/m);
-      assert.match(show, /^Block size: +2\^2 = 4 addresses$/m);
+      assert.match(show, /^Block size: +2\^2 = 4 addresses, 2 for IPv4 pods$/m);
       assert.match(show, /^Blocks: +0 claimed of 128$/m);
-      assert.match(show, /^203\.0\.113\.0\/24 +\/30 +0\/64 +0\/256$/m);
-      assert.match(show, /^198\.51\.100\.0\/24 +\/30 +0\/64 +0\/256$/m);
+      assert.match(show, /^203\.0\.113\.0\/24 +\/30 +0\/64 +0\/128$/m);
+      assert.match(show, /^198\.51\.100\.0\/24 +\/30 +0\/64 +0\/128$/m);
 
       assert.equal(assertOk(await coil(["pool", "delete", "dmz"], env)), 'Deleted pool "dmz"\n');
       const after = JSON.parse(assertOk(await coil(["pool", "list", "--json"], env)));
@@ -255,7 +255,9 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
       assert.equal(show.blocksClaimed, 2);
       assert.equal(show.blocksTotal, "2048");
       assert.equal(show.addressesUsed, 3);
-      assert.equal(show.addressesInClaimedBlocks, 64);
+      // A block's first address (the pods' gateway) and an IPv4 block's last (their broadcast address)
+      // are reserved: a /27 serves 30 pods.
+      assert.equal(show.addressesInClaimedBlocks, 60);
       assert.deepEqual(show.subnets, [
         {
           subnet: "10.1.0.0/16",
@@ -263,7 +265,7 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
           blocksClaimed: 2,
           blocksTotal: "2048",
           addressesUsed: 3,
-          addresses: "65536",
+          addresses: String(2048 * 30),
         },
       ]);
 
@@ -276,14 +278,14 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
         ],
       );
       assert.deepEqual(status.nodes, [
-        { node: "node1", live: false, blocks: 2, addressesUsed: 4, capacity: 36 },
-        { node: "node2", live: false, blocks: 1, addressesUsed: 0, capacity: 32 },
+        { node: "node1", live: false, blocks: 2, addressesUsed: 4, capacity: 30 + 2 },
+        { node: "node2", live: false, blocks: 1, addressesUsed: 0, capacity: 30 },
         { node: "node3", live: true, blocks: 0, addressesUsed: 0, capacity: 0 },
       ]);
       assert.equal(status.strayAddresses, 1);
       const human = assertOk(await coil(["status"], env));
-      assert.match(human, /^default +1 +5 +2\/2048 +3\/64 +5%$/m);
-      assert.match(human, /^node1 +not running +2 +4\/36 +11%$/m);
+      assert.match(human, /^default +1 +5 +2\/2048 +3\/60 +5%$/m);
+      assert.match(human, /^node1 +not running +2 +4\/32 +13%$/m);
       assert.match(human, /^node3 +running +0 +0\/0 +-$/m);
       assert.match(human, /^Warning: 1 address record\(s\) lie outside every claimed block$/m);
     });
@@ -368,6 +370,11 @@ Deno.test("coil validates input before contacting etcd", async (t) => {
       "a prefix length as block size",
       ["pool", "create", "a", "10.1.0.0/16", "--block-size-bits", "27"],
       /blockSizeBits 27 is too large/,
+    ],
+    [
+      "single-address blocks, whose one address would be the reserved gateway",
+      ["pool", "create", "a", "10.1.0.0/16", "--block-size-bits", "0"],
+      /blockSizeBits 0 is too small: at least 1 \(2 addresses per block\)/,
     ],
     [
       "overlapping subnets",

@@ -120,7 +120,8 @@ Deno.test("NodeIpam blocks against a real etcd", async (t) => {
     async () => {
       const { keys, open } = await setup({ default: ["10.8.0.0/24"] }, 2);
       const first = await open("node1");
-      for (let i = 0; i < 8; i++) await first.allocate(request(`c${i}`));
+      // Blocks of 4 hold 2 IPv4 pods each (first and last addresses reserved): 2 full blocks and a spare.
+      for (let i = 0; i < 4; i++) await first.allocate(request(`c${i}`));
       await first.settled();
       await first.close();
       // Freed behind the node's back (e.g. by an admin): the next start sees three empty blocks.
@@ -147,9 +148,11 @@ Deno.test("NodeIpam blocks against a real etcd", async (t) => {
       const { keys, open } = await setup({ default: ["10.10.0.0/24"] }, 2);
       const ipam = await open("node1");
       const got = [];
-      for (let i = 0; i < 4; i++) got.push(await ipam.allocate(request(`c${i}`)));
+      // A block of 4 holds 2 IPv4 pods: its first (gateway) and last (broadcast) addresses are reserved.
+      for (let i = 0; i < 2; i++) got.push(await ipam.allocate(request(`c${i}`)));
       await ipam.settled();
       const block = got[0].addresses[0].block;
+      assert.ok(got.every((a) => formatCidr(a.addresses[0].block) === formatCidr(block)));
       assert.equal(ipam.ownedBlocks().length, 2, "a full block and its spare");
       await ipam.release("k8s", "c0", "eth0");
       // Someone writes an address into the block the node is about to find empty.
@@ -194,6 +197,8 @@ Deno.test("NodeIpam blocks against a real etcd", async (t) => {
           const { block, address } = allocation.addresses[0];
           assert.equal(owners.get(formatCidr(block)), `n${n + 1}`);
           assert.ok(contains(block, address));
+          assert.notEqual(address.value, block.base, "a block's first address is the gateway");
+          assert.notEqual(address.value, block.base + 31n, "an IPv4 block's last address is the broadcast");
         }
       }
       const blockKeys = await client.getAll().prefix(keys.blocks()).strings();
@@ -209,23 +214,28 @@ Deno.test("NodeIpam blocks against a real etcd", async (t) => {
   );
 
   await t.step(
-    "allocate() with one-address blocks serves concurrent requests until the pool runs out",
+    "allocate() with the smallest blocks (one pod each) serves concurrent requests until the pool runs out",
     async () => {
-      const { open } = await setup({ default: ["10.17.0.0/28"] }, 0);
+      // A /28 in blocks of 2: 8 blocks, each with its first address reserved and its second for a pod
+      // (a /31 has no broadcast address).
+      const { open } = await setup({ default: ["10.17.0.0/28"] }, 1);
       const ipam = await open("node1");
       const results = await Promise.allSettled(
         Array.from({ length: 20 }, (_, i) => ipam.allocate(request(`c${i}`))),
       );
       const ok = results.flatMap((r) => (r.status === "fulfilled" ? ips(r.value) : []));
-      assert.equal(ok.length, 16);
-      assert.equal(new Set(ok).size, 16);
+      assert.equal(ok.length, 8);
+      assert.deepEqual(
+        ok.map((ip) => Number(ip.split(".")[3])).sort((a, b) => a - b),
+        [1, 3, 5, 7, 9, 11, 13, 15],
+      );
       for (const r of results) {
         if (r.status === "rejected") {
           assert.ok(r.reason instanceof IpamError && r.reason.kind === "exhausted");
         }
       }
       await ipam.settled();
-      assert.equal(ipam.ownedBlocks().length, 16);
+      assert.equal(ipam.ownedBlocks().length, 8);
     },
   );
 });

@@ -15,7 +15,8 @@ import {
 import type { AddressRecord } from "../../ipam/records.ts";
 
 const keys = keysFor("/coil/");
-const V4 = parseCidr("10.1.0.0/30");
+// A /29: an IPv4 block's last address is reserved (its pods' broadcast address), so offsets 1 to 3 are usable.
+const V4 = parseCidr("10.1.0.0/29");
 const V6 = parseCidr("fd00::/126");
 
 function state(busy: string[] = []): NodeState & { events: Record<string, unknown>[]; changes: number } {
@@ -68,7 +69,7 @@ Deno.test("absorbAddresses() groups the addresses of one attachment, IPv4 first,
   assert.deepEqual(c1.allocation.addresses.map((a) => formatIp(a.address)), ["10.1.0.2", "fd00::1"]);
   assert.equal(c1.stored.length, 2);
   assert.equal(s.attachments.size, 2);
-  assert.ok(isUsed(s.blocks.get("10.1.0.0_30")!.allocator, 2));
+  assert.ok(isUsed(s.blocks.get("10.1.0.0_29")!.allocator, 2));
   assert.ok(isUsed(s.blocks.get("fd00::_126")!.allocator, 1));
   // Reading the same keys again changes nothing.
   absorbAddresses(s, [found("10.1.0.2", "c1")]);
@@ -79,7 +80,7 @@ Deno.test("absorbAddresses() reports bad keys and a second address per family, k
   const s = state();
   addClaimedBlock(s, { pool: "default", cidr: V4, revision: "2", addresses: [] });
   absorbAddresses(s, [found("10.1.0.1", "c1"), found("10.1.0.2", "c1"), found("10.1.0.3", "x", "Corrupt")]);
-  const allocator = s.blocks.get("10.1.0.0_30")!.allocator;
+  const allocator = s.blocks.get("10.1.0.0_29")!.allocator;
   assert.ok(isUsed(allocator, 1) && isUsed(allocator, 2) && isUsed(allocator, 3));
   assert.deepEqual(s.events.map((e) => e.event).filter((e) => e !== "block claimed"), [
     "second address for one attachment",
@@ -99,7 +100,7 @@ Deno.test("applyBlockState() drops a block gone or taken, and adopts one only wh
   applyBlockState(s, read(V4, "n1", [found("10.1.0.1", "c1")]));
   assert.equal(s.blocks.size, 0, "not adopted outside loading");
   applyBlockState(s, read(V4, "n1", [found("10.1.0.1", "c1")]), true);
-  assert.equal(s.blocks.get("10.1.0.0_30")?.revision, "3");
+  assert.equal(s.blocks.get("10.1.0.0_29")?.revision, "3");
   assert.equal(s.attachments.size, 1);
   applyBlockState(s, read(V4, "n2"));
   assert.equal(s.blocks.size, 0);

@@ -1,0 +1,25 @@
+const sock = Deno.env.get("SOCK")!;
+const t0 = performance.now();
+const id = setTimeout(() => {}, 10000);
+clearTimeout(id);
+const t1 = performance.now();
+const c = await Deno.connect({ transport: "unix", path: sock });
+const t2 = performance.now();
+await c.write(new TextEncoder().encode('{"verb":"status","network":"x"}\n'));
+await c.closeWrite();
+const b = new Uint8Array(4096);
+while ((await c.read(b)) !== null);
+c.close();
+const t3 = performance.now();
+const c2 = await Deno.connect({ transport: "unix", path: sock });
+await c2.write(new TextEncoder().encode('{"verb":"status","network":"x"}\n'));
+await c2.closeWrite();
+while ((await c2.read(b)) !== null);
+c2.close();
+const t4 = performance.now();
+const buf = new Uint8Array(65536);
+const t5 = performance.now();
+let n = 0;
+for (let r = Deno.stdin.readSync(buf); r !== null; r = Deno.stdin.readSync(buf.subarray(n))) { n += r; if (r === 0) break; }
+const t6 = performance.now();
+console.error(JSON.stringify({ timer: (t1 - t0).toFixed(2), connect: (t2 - t1).toFixed(2), rt1: (t3 - t2).toFixed(2), second: (t4 - t3).toFixed(2), stdinSync: (t6 - t5).toFixed(2), n }));

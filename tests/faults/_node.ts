@@ -1,0 +1,112 @@
+// One node of a fault campaign: a netns standing in for the host, and coild inside it on a socket path
+// that stays the same across kills and restarts, as /run/coild.sock does on a real node.
+
+import { startCoild, type TestCoild } from "../helpers/coild.ts";
+import type { TestEtcd } from "../helpers/etcd.ts";
+import { createNetns, type TestNetns } from "../helpers/netns.ts";
+
+export interface NodeOptions {
+  etcd: TestEtcd;
+  prefix: string;
+  /** coild flags; `--socket` is set here. */
+  args?: string[];
+}
+
+/** Owns the node netns and whichever coild runs in it; dispose stops coild and removes both. */
+export class CoildNode implements AsyncDisposable {
+  readonly netns: TestNetns;
+  readonly socket: string;
+  #dir: string;
+  #options: NodeOptions;
+  #coild: TestCoild | undefined;
+  #pastLogs: string[] = [];
+  #starts = 0;
+
+  private constructor(netns: TestNetns, dir: string, options: NodeOptions) {
+    this.netns = netns;
+    this.#dir = dir;
+    this.socket = `${dir}/coild.sock`;
+    this.#options = options;
+  }
+
+  /** Creates the node and starts coild. @throws when coild does not become ready (see startCoild). */
+  static async create(options: NodeOptions): Promise<CoildNode> {
+    const netns = await createNetns();
+    const dir = await Deno.makeTempDir({ prefix: "coil-t-faults-" });
+    const node = new CoildNode(netns, dir, options);
+    try {
+      // Table 119 routes use `dev lo`: the loopback must be up before coild exports a block.
+      await netns.exec(["ip", "link", "set", "lo", "up"]);
+      await node.start();
+      return node;
+    } catch (err) {
+      await node[Symbol.asyncDispose]();
+      throw err;
+    }
+  }
+
+  get name(): string {
+    return this.netns.name;
+  }
+
+  /** Whether a coild runs (started and not yet killed or stopped). */
+  get running(): boolean {
+    return this.#coild !== undefined;
+  }
+
+  /** How many times coild was started. */
+  get starts(): number {
+    return this.#starts;
+  }
+
+  /** Starts coild, with `extraArgs` after the node's own. @throws when it is already running. */
+  async start(extraArgs: string[] = []): Promise<void> {
+    if (this.#coild) throw new Error(`coild of node ${this.name} is already running`);
+    this.#starts++;
+    const { etcd, prefix, args = [] } = this.#options;
+    this.#coild = await startCoild({
+      etcd,
+      prefix,
+      node: this.netns,
+      args: [...args, ...extraArgs, "--socket", this.socket],
+    });
+  }
+
+  /** SIGKILL, as a crash or an OOM kill would; the socket file stays behind. Idempotent. */
+  async kill(): Promise<void> {
+    const coild = this.#coild;
+    this.#coild = undefined;
+    if (!coild) return;
+    await coild.kill();
+    this.#pastLogs.push(coild.log());
+  }
+
+  /** SIGTERM and wait. Idempotent. */
+  async stop(): Promise<void> {
+    const coild = this.#coild;
+    this.#coild = undefined;
+    if (!coild) return;
+    await coild.stop();
+    this.#pastLogs.push(coild.log());
+  }
+
+  /** The log of every coild started so far, oldest first, each run headed by a marker line. */
+  log(): string {
+    const runs = [...this.#pastLogs, ...(this.#coild ? [this.#coild.log()] : [])];
+    return runs.map((text, i) => `--- coild run ${i + 1}\n${text}`).join("");
+  }
+
+  /** The last `lines` lines of log(), for assertion messages. */
+  logTail(lines = 40): string {
+    return this.log().split("\n").slice(-lines).join("\n");
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      await this.stop();
+    } finally {
+      await this.netns[Symbol.asyncDispose]();
+      await Deno.remove(this.#dir, { recursive: true }).catch(() => {});
+    }
+  }
+}

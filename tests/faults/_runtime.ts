@@ -1,0 +1,113 @@
+// What a container runtime does with the coil plugin, for the campaigns: netconfs for both modes, one
+// exec per CNI call (helpers/cni.ts), and the outcome sorted into success, "try again" (11) and failure.
+
+import { type CniOutcome, runCni } from "../helpers/cni.ts";
+import type { TestNetns } from "../helpers/netns.ts";
+
+/** The network all pods of a campaign attach to: both modes share its name, so one GC covers both. */
+export interface Network {
+  name: string;
+  socket: string;
+}
+
+/** One attachment as the runtime knows it. */
+export interface Pod {
+  containerId: string;
+  ifName: string;
+  namespace: string;
+  name: string;
+  /** `main`: coil makes the veth in `netns`; `ipam`: Debian's ptp would, coil only hands out addresses. */
+  mode: "main" | "ipam";
+  /** CNI_NETNS. */
+  netns: string;
+}
+
+/** How one CNI call ended. */
+export interface CallOutcome {
+  kind: "ok" | "retry" | "error";
+  code: number;
+  /** The error's code (0 on success). */
+  cniCode: number;
+  msg: string;
+  /** ADD only: the first IP address, without prefix length. */
+  ip?: string;
+  /** ADD in IPAM mode: the gateway given with that address. */
+  gateway?: string;
+  raw: CniOutcome;
+}
+
+const CNI_VERSION = "1.1.0";
+
+/** The netconf the runtime sends for `mode`. Main mode: coil is the plugin; IPAM mode: ptp's ipam section. */
+export function netconfOf(net: Network, mode: Pod["mode"]): Record<string, unknown> {
+  return mode === "main"
+    ? { cniVersion: CNI_VERSION, name: net.name, type: "coil", socket: net.socket }
+    : { cniVersion: CNI_VERSION, name: net.name, type: "ptp", ipam: { type: "coil", socket: net.socket } };
+}
+
+/** CNI_ARGS as kubelet's runtimes send them. */
+export function cniArgsOf(pod: Pod): string {
+  return `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name};` +
+    `K8S_POD_INFRA_CONTAINER_ID=${pod.containerId}`;
+}
+
+/** Execs coil for ADD, DEL or CHECK of `pod` (coil itself, in either mode, as the IPAM path is what differs). */
+export async function cniCall(
+  net: Network,
+  command: "ADD" | "DEL" | "CHECK",
+  pod: Pod,
+  prevResult?: unknown,
+): Promise<CallOutcome> {
+  const netconf = netconfOf(net, pod.mode);
+  if (prevResult !== undefined) netconf.prevResult = prevResult;
+  const raw = await runCni({
+    command,
+    netconf,
+    containerId: pod.containerId,
+    netns: pod.netns,
+    ifName: pod.ifName,
+    args: cniArgsOf(pod),
+  });
+  return outcomeOf(raw);
+}
+
+/** Execs GC for `net`, keeping exactly `keep`. */
+export async function cniGc(net: Network, keep: Pod[]): Promise<CallOutcome> {
+  const netconf = {
+    ...netconfOf(net, "main"),
+    "cni.dev/valid-attachments": keep.map((p) => ({ containerID: p.containerId, ifname: p.ifName })),
+  };
+  return outcomeOf(await runCni({ command: "GC", netconf }));
+}
+
+/** Sorts an exec's result; an exit other than 0 or 1, or output that is not the protocol, is an "error". */
+export function outcomeOf(raw: CniOutcome): CallOutcome {
+  const json = raw.json;
+  if (raw.code === 0) {
+    const ips = json?.ips as { address: string; gateway?: string }[] | undefined;
+    const first = ips?.[0];
+    return {
+      kind: "ok",
+      code: 0,
+      cniCode: 0,
+      msg: "",
+      ip: first?.address.split("/")[0],
+      gateway: first?.gateway,
+      raw,
+    };
+  }
+  const cniCode = typeof json?.code === "number" ? json.code : -1;
+  const msg = typeof json?.msg === "string" ? json.msg : `exit ${raw.code}: ${raw.stdout}${raw.stderr}`;
+  return { kind: raw.code === 1 && cniCode === 11 ? "retry" : "error", code: raw.code, cniCode, msg, raw };
+}
+
+/** Pings `ip` from the node, up to `attempts` times (the first echo may wait for ARP). */
+export async function reachable(node: TestNetns, ip: string, attempts = 3): Promise<boolean> {
+  for (let i = 0; i < attempts; i++) {
+    try {
+      await node.exec(["ping", "-c", "1", "-W", "2", ip]);
+      return true;
+    } catch { /* try again */ }
+  }
+  return false;
+}

@@ -1,0 +1,235 @@
+// etcd over TLS with client certificates, as production clusters run it: a CA, server and client
+// certificates made with openssl for each run; the admin CLI and coild connect with --etcd-tls-*, and
+// a client without an acceptable certificate fails with one clear line.
+
+import assert from "node:assert/strict";
+import type { Etcd3 } from "etcd3";
+import { connectEtcd, type EtcdOptions } from "../../ipam/etcd_client.ts";
+import { keysFor } from "../../ipam/keys.ts";
+import { addPod, createPod, startNode } from "../daemon/_lifecycle_fixture.ts";
+import { COIL } from "../helpers/coild.ts";
+import { freePort, startEtcd, type TestEtcd } from "../helpers/etcd.ts";
+import { removeLeftoverNetns } from "../helpers/netns.ts";
+
+await removeLeftoverNetns();
+
+interface Pki {
+  dir: string;
+  ca: string;
+  serverCert: string;
+  serverKey: string;
+  clientCert: string;
+  clientKey: string;
+  /** A client certificate from a CA etcd does not trust. */
+  rogueCert: string;
+  rogueKey: string;
+}
+
+async function openssl(dir: string, args: string[]): Promise<void> {
+  const out = await new Deno.Command("openssl", { args, cwd: dir, stdin: "null" }).output();
+  if (!out.success) throw new Error(`openssl ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+/** A self-signed CA and a certificate signed by it, with the given extensions. */
+async function makePki(): Promise<Pki> {
+  const dir = await Deno.makeTempDir({ prefix: "coil-t-pki-" });
+  const key = (name: string) =>
+    openssl(dir, [
+      "genpkey",
+      "-algorithm",
+      "EC",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-out",
+      `${name}.key`,
+    ]);
+  const ca = async (name: string) => {
+    await key(name);
+    await openssl(dir, [
+      "req",
+      "-x509",
+      "-new",
+      "-key",
+      `${name}.key`,
+      "-out",
+      `${name}.crt`,
+      "-days",
+      "2",
+      "-subj",
+      `/CN=${name}`,
+    ]);
+  };
+  const signed = async (name: string, by: string, extensions: string) => {
+    await key(name);
+    await openssl(dir, ["req", "-new", "-key", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${name}`]);
+    await Deno.writeTextFile(`${dir}/${name}.ext`, extensions);
+    await openssl(dir, [
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      `${by}.crt`,
+      "-CAkey",
+      `${by}.key`,
+      "-CAcreateserial",
+      "-out",
+      `${name}.crt`,
+      "-days",
+      "2",
+      "-extfile",
+      `${name}.ext`,
+    ]);
+  };
+  await ca("ca");
+  await ca("rogue-ca");
+  // coild reaches etcd over its UNIX socket, whose TLS name is "localhost".
+  await signed("server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+  await signed("client", "ca", "extendedKeyUsage=clientAuth\n");
+  await signed("rogue", "rogue-ca", "extendedKeyUsage=clientAuth\n");
+  const p = (file: string) => `${dir}/${file}`;
+  return {
+    dir,
+    ca: p("ca.crt"),
+    serverCert: p("server.crt"),
+    serverKey: p("server.key"),
+    clientCert: p("client.crt"),
+    clientKey: p("client.key"),
+    rogueCert: p("rogue.crt"),
+    rogueKey: p("rogue.key"),
+  };
+}
+
+/** etcd serving TLS only, requiring client certificates, on TCP and on its UNIX socket. */
+function startTlsEtcd(pki: Pki): Promise<TestEtcd> {
+  const port = freePort();
+  return startEtcd({
+    scheme: "https",
+    clientPort: port,
+    args: [
+      "--cert-file",
+      pki.serverCert,
+      "--key-file",
+      pki.serverKey,
+      "--trusted-ca-file",
+      pki.ca,
+      "--client-cert-auth",
+      "--listen-client-urls",
+      `https://127.0.0.1:${port},unixs://localhost:${port}`,
+    ],
+  });
+}
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function coil(args: string[]): Promise<Run> {
+  const env = Object.fromEntries(
+    Object.entries(Deno.env.toObject()).filter(([name]) =>
+      !name.startsWith("COIL_") && name !== "CNI_COMMAND"
+    ),
+  );
+  const out = await new Deno.Command(COIL, {
+    args,
+    env,
+    clearEnv: true,
+    stdin: "null",
+    // A guard against a hung CLI, far above any expected run time; not a timing assertion.
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/** One `coil: …` line on stderr naming the endpoint, exit 1, no stack trace. */
+function assertCannotReach(run: Run, endpoint: string, cause: RegExp): void {
+  assert.equal(run.code, 1, `exit ${run.code}: ${run.stdout}${run.stderr}`);
+  assert.match(run.stderr, /^coil: [^\n]+\n$/, `one line: ${JSON.stringify(run.stderr)}`);
+  assert.ok(run.stderr.startsWith(`coil: Cannot reach etcd at ${endpoint}: `), run.stderr);
+  assert.match(run.stderr, cause);
+  assert.doesNotMatch(run.stderr, /\bat .*\.(ts|js):\d+/, "no stack trace");
+}
+
+/** How the client learns that etcd refused its certificate: the alert, or the closed connection. */
+const REJECTED = /write EPIPE|received fatal alert: (BadCertificate|CertificateRequired|UnknownCA)/;
+
+Deno.test("etcd over TLS with client certificates", async (t) => {
+  const pki = await makePki();
+  try {
+    await using etcd = await startTlsEtcd(pki);
+    const tls = ["--etcd-tls-ca", pki.ca, "--etcd-tls-cert", pki.clientCert, "--etcd-tls-key", pki.clientKey];
+    const tlsOptions: EtcdOptions = {
+      endpoints: [etcd.endpoint],
+      prefix: "/",
+      tlsCa: pki.ca,
+      tlsCert: pki.clientCert,
+      tlsKey: pki.clientKey,
+    };
+    const client: Etcd3 = await connectEtcd(tlsOptions);
+    try {
+      await t.step("coil pool create and list work with the client certificate", async () => {
+        const prefix = etcd.newPrefix();
+        const at = ["--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix, ...tls];
+        const created = await coil(["pool", "create", "default", "10.160.0.0/16", ...at]);
+        assert.equal(created.code, 0, created.stderr);
+        const listed = await coil(["pool", "list", "--json", ...at]);
+        assert.equal(listed.code, 0, listed.stderr);
+        assert.deepEqual(JSON.parse(listed.stdout).map((p: { name: string }) => p.name), ["default"]);
+        assert.ok(await client.get(keysFor(prefix).pool("default")).exists(), "the pool is in etcd");
+      });
+
+      await t.step("without an acceptable client certificate the CLI fails clearly", async (t) => {
+        const prefix = etcd.newPrefix();
+        const at = ["--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix];
+        const cases: [string, string[], RegExp][] = [
+          ["CA only, no client certificate", ["--etcd-tls-ca", pki.ca], REJECTED],
+          [
+            "a client certificate from an untrusted CA",
+            ["--etcd-tls-ca", pki.ca, "--etcd-tls-cert", pki.rogueCert, "--etcd-tls-key", pki.rogueKey],
+            REJECTED,
+          ],
+          ["the system CAs, which do not know the server", [], /unable to verify the first certificate/],
+        ];
+        for (const [what, flags, cause] of cases) {
+          await t.step(what, async () => {
+            assertCannotReach(
+              await coil(["pool", "create", "default", "10.161.0.0/16", ...at, ...flags]),
+              etcd.endpoint,
+              cause,
+            );
+          });
+        }
+        await t.step("plain HTTP to the TLS port", async () => {
+          const plain = etcd.endpoint.replace("https:", "http:");
+          const run = await coil(["pool", "list", "--etcd-endpoints", plain, "--etcd-timeout", "3000"]);
+          assert.equal(run.code, 1);
+          assert.match(
+            run.stderr,
+            new RegExp(`^coil: Cannot reach etcd at ${plain.replaceAll(".", "\\.")}: `),
+          );
+        });
+        assert.equal(
+          await client.get(keysFor(prefix).pool("default")).exists(),
+          false,
+          "nothing was written",
+        );
+      });
+
+      await t.step("coild connects over TLS and serves ADD", async () => {
+        await using node = await startNode({ etcd, client, subnets: ["10.162.0.0/16"], args: tls });
+        await using pod = await createPod();
+        const [ip] = await addPod(node, pod);
+        assert.match(ip, /^10\.162\./);
+        const nodeKey = node.keys.node(node.coild.nodeName);
+        assert.ok(await client.get(nodeKey).exists(), "its liveness key is there");
+      });
+    } finally {
+      client.close();
+    }
+  } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});

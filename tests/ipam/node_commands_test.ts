@@ -1,0 +1,188 @@
+// `coil node list` and `coil node remove` as operators run them (scripts/coil as a separate process),
+// and removeNode() underneath, against a real etcd holding records written where coild would write them.
+
+import assert from "node:assert/strict";
+import type { Etcd3 } from "etcd3";
+import { parseCidr, parseIp } from "../../ipam/cidr.ts";
+import { connectEtcd } from "../../ipam/etcd_client.ts";
+import { isIpamError } from "../../ipam/errors.ts";
+import { keysFor } from "../../ipam/keys.ts";
+import { removeNode } from "../../ipam/node_removal.ts";
+import type { AddressRecord, BlockRecord, NodeRecord } from "../../ipam/records.ts";
+import { COIL } from "../helpers/coild.ts";
+import { startEtcd, type TestEtcd } from "../helpers/etcd.ts";
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function coil(etcd: TestEtcd, prefix: string, args: string[]): Promise<Run> {
+  const env = Object.fromEntries(
+    Object.entries(Deno.env.toObject()).filter(([name]) =>
+      !name.startsWith("COIL_") && name !== "CNI_COMMAND"
+    ),
+  );
+  const out = await new Deno.Command(COIL, {
+    args: [...args, "--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix],
+    env,
+    clearEnv: true,
+    stdin: "null",
+    // A guard against a hung CLI, far above any expected run time; not a timing assertion.
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+function assertOk(run: Run): string {
+  assert.equal(run.code, 0, `exit ${run.code}, stderr: ${run.stderr}`);
+  assert.equal(run.stderr, "");
+  return run.stdout;
+}
+
+/** Writes the records of one node: blocks of pool `default` and addresses in them. */
+async function putNode(client: Etcd3, prefix: string, node: string, blocks: Record<string, string[]>) {
+  const keys = keysFor(prefix);
+  for (const [block, ips] of Object.entries(blocks)) {
+    const record: BlockRecord = { node, pool: "default", claimedAt: "2025-01-02T03:04:05Z" };
+    await client.put(keys.block("default", parseCidr(block))).value(JSON.stringify(record));
+    for (const ip of ips) {
+      const address: AddressRecord = {
+        network: "k8s-pod-network",
+        containerId: `ctr-${ip}`,
+        ifName: "eth0",
+        podNamespace: "default",
+        podName: `pod-${ip}`,
+        podUid: `uid-${ip}`,
+        netns: `/var/run/netns/cni-${ip}`,
+        node,
+        pool: "default",
+        createdAt: "2025-01-02T03:04:06Z",
+      };
+      await client.put(keys.address(parseCidr(block), parseIp(ip))).value(JSON.stringify(address));
+    }
+  }
+}
+
+/** Marks `node` alive as its coild does: the node key on a lease. Returns the lease, to revoke. */
+async function markAlive(client: Etcd3, prefix: string, node: string) {
+  const lease = client.lease(30);
+  const record: NodeRecord = { node, startedAt: "2025-01-02T00:00:00Z", version: "0.1.0" };
+  await lease.put(keysFor(prefix).node(node)).value(JSON.stringify(record));
+  return lease;
+}
+
+async function keysUnder(client: Etcd3, prefix: string): Promise<string[]> {
+  return (await client.getAll().prefix(prefix).keys()).map((k) => k.slice(prefix.length)).sort();
+}
+
+Deno.test("coil node list and remove against a real etcd", async (t) => {
+  await using etcd = await startEtcd();
+  const client: Etcd3 = await connectEtcd({ endpoints: [etcd.endpoint], prefix: "/", callTimeoutMs: 5000 });
+  try {
+    await t.step("coil node list shows every node with blocks or a running coild", async () => {
+      const prefix = etcd.newPrefix();
+      await putNode(client, prefix, "node1", { "10.1.0.0/27": ["10.1.0.1", "10.1.0.2"], "10.1.0.32/27": [] });
+      await putNode(client, prefix, "node2", { "10.1.0.64/27": ["10.1.0.65"] });
+      const lease = await markAlive(client, prefix, "node1");
+      const live3 = await markAlive(client, prefix, "node3");
+      try {
+        const json = JSON.parse(assertOk(await coil(etcd, prefix, ["node", "list", "--json"])));
+        assert.deepEqual(json, [
+          { node: "node1", live: true, blocks: 2, addressesUsed: 2, capacity: 60 },
+          { node: "node2", live: false, blocks: 1, addressesUsed: 1, capacity: 30 },
+          { node: "node3", live: true, blocks: 0, addressesUsed: 0, capacity: 0 },
+        ]);
+        const text = assertOk(await coil(etcd, prefix, ["node", "list"]));
+        assert.match(text, /^NODE +COILD +BLOCKS +ADDRESSES-USED +USE$/m);
+        assert.match(text, /^node1 +running +2 +2\/60 +3%$/m);
+        assert.match(text, /^node2 +not running +1 +1\/30 +3%$/m);
+        assert.match(text, /^node3 +running +0 +0\/0 +-$/m);
+      } finally {
+        await lease.revoke();
+        await live3.revoke();
+      }
+      const empty = etcd.newPrefix();
+      assert.match(
+        assertOk(await coil(etcd, empty, ["node", "list"])),
+        /^No nodes hold blocks and no coild is running$/m,
+      );
+    });
+
+    await t.step(
+      "coil node remove releases a dead node's blocks and addresses, and nothing else",
+      async () => {
+        const prefix = etcd.newPrefix();
+        await client.put(keysFor(prefix).pool("default")).value("{}");
+        await putNode(client, prefix, "node1", {
+          "10.1.0.0/27": ["10.1.0.1", "10.1.0.2"],
+          "10.1.0.32/27": [],
+        });
+        await putNode(client, prefix, "node2", { "10.1.0.64/27": ["10.1.0.65"] });
+        const out = assertOk(await coil(etcd, prefix, ["node", "remove", "node1"]));
+        assert.match(out, /^Released block 10\.1\.0\.0\/27 of pool "default" with 2 address\(es\)$/m);
+        assert.match(out, /^Released block 10\.1\.0\.32\/27 of pool "default" with 0 address\(es\)$/m);
+        assert.match(out, /^Removed node "node1": 2 block\(s\), 2 address\(es\)$/m);
+        assert.deepEqual(await keysUnder(client, prefix), [
+          "addresses/10.1.0.64_27/10.1.0.65",
+          "blocks/default/10.1.0.64_27",
+          "pools/default",
+        ]);
+        const again = assertOk(await coil(etcd, prefix, ["node", "remove", "node1"]));
+        assert.match(again, /^Node "node1" holds no blocks: nothing to release$/m, "idempotent");
+      },
+    );
+
+    await t.step("coil node remove refuses a live node unless --force", async () => {
+      const prefix = etcd.newPrefix();
+      await putNode(client, prefix, "node1", { "10.1.0.0/27": ["10.1.0.1"] });
+      const lease = await markAlive(client, prefix, "node1");
+      try {
+        const refused = await coil(etcd, prefix, ["node", "remove", "node1"]);
+        assert.equal(refused.code, 1);
+        assert.match(
+          refused.stderr,
+          /^coil: Refusing to remove node "node1": its coild is running \(key ".*nodes\/node1" exists\); stop it first, or use --force\n$/,
+        );
+        assert.equal((await keysUnder(client, prefix)).length, 3, "nothing changed");
+        const forced = JSON.parse(
+          assertOk(await coil(etcd, prefix, ["node", "remove", "node1", "--force", "--json"])),
+        );
+        assert.deepEqual(forced, {
+          node: "node1",
+          wasAlive: true,
+          blocks: [{ pool: "default", block: "10.1.0.0/27", addresses: 1 }],
+        });
+        assert.deepEqual(await keysUnder(client, prefix), ["nodes/node1"], "the liveness key is the lease's");
+      } finally {
+        await lease.revoke();
+      }
+    });
+
+    await t.step("coil node remove needs a node name", async () => {
+      const run = await coil(etcd, etcd.newPrefix(), ["node", "remove"]);
+      assert.equal(run.code, 2);
+      assert.match(run.stderr, /^coil: missing required argument 'node'/);
+    });
+
+    await t.step("removeNode() releases only blocks the node owns", async () => {
+      const prefix = etcd.newPrefix();
+      await putNode(client, prefix, "node1", { "10.1.0.0/27": ["10.1.0.1"] });
+      await putNode(client, prefix, "node10", { "10.1.0.32/27": ["10.1.0.33"] });
+      const removal = await removeNode(client, prefix, "node1");
+      assert.deepEqual(removal.blocks.map((b) => [b.pool, b.addresses]), [["default", 1]]);
+      assert.deepEqual(await keysUnder(client, prefix), [
+        "addresses/10.1.0.32_27/10.1.0.33",
+        "blocks/default/10.1.0.32_27",
+      ]);
+    });
+
+    await t.step("removeNode() rejects an empty name", async () => {
+      await assert.rejects(removeNode(client, etcd.newPrefix(), ""), (err) => isIpamError(err, "invalid"));
+    });
+  } finally {
+    client.close();
+  }
+});
