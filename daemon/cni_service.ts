@@ -13,6 +13,7 @@ import type {
 import { formatIp } from "../ipam/cidr.ts";
 import type { Allocation, NodeIpam } from "../ipam/node_ipam.ts";
 import { CODE, DaemonError, errorReply } from "./errors.ts";
+import type { EtcdHealth } from "./etcd_health.ts";
 import { KeyedQueue } from "./keyed_queue.ts";
 import type { Logger } from "./log.ts";
 import type { PodNetwork } from "./pod_network.ts";
@@ -21,6 +22,11 @@ export interface CniServiceDeps {
   ipam: NodeIpam;
   /** Main-plugin mode; absent when coild runs without kernel access (IPAM-only). */
   podNetwork?: PodNetwork;
+  /**
+   * Whether etcd answers (cached). STATUS needs it: the pool check alone is served from a cache that
+   * outlives an etcd outage.
+   */
+  etcdHealth: () => Promise<EtcdHealth>;
   log: Logger;
 }
 
@@ -110,6 +116,8 @@ export function createCniService(deps: CniServiceDeps): CniService {
         return { ok: true };
       }
       case "status": {
+        const etcd = await deps.etcdHealth();
+        if (!etcd.ok) throw new DaemonError(CODE.statusUnavailable, etcd.reason ?? "etcd is unreachable");
         const status = await ipam.canServe("");
         if (!status.ok) {
           throw new DaemonError(CODE.statusUnavailable, status.reason ?? "coild cannot serve ADD");

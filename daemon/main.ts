@@ -2,17 +2,17 @@
 // makes a restart safe: state from etcd first, then the kernel repaired to match, only then the socket.
 
 import { CommanderError } from "commander";
-import type { ApiReply } from "../cni/api.ts";
 import { connectEtcd, waitForEtcd } from "../ipam/etcd_client.ts";
 import { keysFor } from "../ipam/keys.ts";
 import { createNodeIpam, type NodeIpam } from "../ipam/node_ipam.ts";
 import { NetlinkSocket } from "../netlink/socket.ts";
 import pkg from "../package.json" with { type: "json" };
 import { parseApiRequest } from "./api_request.ts";
-import { type CniService, createCniService } from "./cni_service.ts";
+import { createCniService } from "./cni_service.ts";
 import { daemonCommand, type DaemonConfig } from "./config.ts";
-import { CODE, errorReply } from "./errors.ts";
-import { createEtcdHealth, type EtcdHealth } from "./etcd_health.ts";
+import { errorReply } from "./errors.ts";
+import { createEtcdHealth } from "./etcd_health.ts";
+import { enableForwarding } from "./forwarding.ts";
 import { NodeLiveness } from "./liveness.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createPodNetwork, type PodNetwork } from "./pod_network.ts";
@@ -50,6 +50,7 @@ async function serve(config: DaemonConfig): Promise<number> {
       node: config.nodeName,
       log: (event) => log("info", String(event.event ?? "ipam"), event),
     });
+    enableForwarding(log);
     using host = new NetlinkSocket();
     // 2. The kernel brought in line: table 119, then pod veths and host routes.
     const exporter = createRouteExporter({
@@ -89,7 +90,7 @@ async function serve(config: DaemonConfig): Promise<number> {
       client,
       probeKey: keysFor(config.etcd.prefix).node(config.nodeName),
     });
-    const service = gateStatus(createCniService({ ipam, podNetwork, log }), etcdHealth, log);
+    const service = createCniService({ ipam, podNetwork, etcdHealth, log });
     const server = await serveSocket(config.socket, async (line) => {
       try {
         return await service(parseApiRequest(line));
@@ -136,31 +137,6 @@ function recoverPodNetworks(
   } catch (err) {
     log("error", "recovering pod networks failed", { error: err });
   }
-}
-
-/**
- * STATUS says "ready" only when etcd answers too: the pool check alone is served from a cache that
- * outlives an etcd outage. Other verbs pass straight through.
- */
-function gateStatus(service: CniService, etcdHealth: () => Promise<EtcdHealth>, log: Logger): CniService {
-  return async (req) => {
-    if (req.verb !== "status") return await service(req);
-    const etcd = await etcdHealth();
-    if (etcd.ok) return await service(req);
-    const reply: ApiReply = {
-      ok: false,
-      code: CODE.statusUnavailable,
-      msg: etcd.reason ?? "etcd is unreachable",
-    };
-    log("warn", "request", {
-      verb: "status",
-      network: req.network,
-      result: "error",
-      code: reply.code,
-      error: reply.msg,
-    });
-    return reply;
-  };
 }
 
 function syncExport(exporter: RouteExporter, ipam: NodeIpam, log: Logger): void {

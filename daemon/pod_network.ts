@@ -25,7 +25,7 @@ import { type Route, routeAdd, routeDump } from "../netlink/route.ts";
 import { NetlinkSocket } from "../netlink/socket.ts";
 import { CODE, DaemonError } from "./errors.ts";
 import { HostRouteTables } from "./host_route_tables.ts";
-import { hostVethName } from "./veth_name.ts";
+import { aliasOf, hostVethName, parseAlias } from "./veth_name.ts";
 
 export const GATEWAY_V4 = "169.254.1.1";
 export const GATEWAY_V6 = "fe80::1";
@@ -151,7 +151,7 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
   }
 
   function hostLinks(): Map<string, Link> {
-    const ours = linkList(host).filter((l) => l.alias?.startsWith(ALIAS_PREFIX));
+    const ours = linkList(host).filter((l) => parseAlias(l.alias) !== undefined);
     return new Map(ours.map((link) => [link.name, link]));
   }
 
@@ -169,22 +169,6 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
   }
 
   return { verifyNetns: (path) => withPodNetns(path, () => {}), setup, check, destroy, hostLinks };
-}
-
-const ALIAS_PREFIX = "coil:";
-
-/** The alias tagging a host veth with its attachment, so a restarted coild can tell whose it is. */
-export function aliasOf(a: { containerId: string; ifName: string }): string {
-  return `${ALIAS_PREFIX}${a.containerId}:${a.ifName}`;
-}
-
-/** Parses an alias written by aliasOf(); undefined for other links. */
-export function parseAlias(alias: string | undefined): { containerId: string; ifName: string } | undefined {
-  if (!alias?.startsWith(ALIAS_PREFIX)) return undefined;
-  const rest = alias.slice(ALIAS_PREFIX.length);
-  const colon = rest.lastIndexOf(":");
-  if (colon <= 0) return undefined;
-  return { containerId: rest.slice(0, colon), ifName: rest.slice(colon + 1) };
 }
 
 /**

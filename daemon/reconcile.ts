@@ -10,7 +10,8 @@ import { routeDump, routeReplace } from "../netlink/route.ts";
 import type { NetlinkSocket } from "../netlink/socket.ts";
 import { HostRouteTables } from "./host_route_tables.ts";
 import type { Logger } from "./log.ts";
-import { aliasOf, type PodNetwork } from "./pod_network.ts";
+import type { PodNetwork } from "./pod_network.ts";
+import { aliasOf } from "./veth_name.ts";
 
 const MAIN_TABLE = 254;
 

@@ -5,7 +5,8 @@
 import type { Allocation, NodeIpam } from "../ipam/node_ipam.ts";
 import { formatCidr, formatIp } from "../ipam/cidr.ts";
 import type { Logger } from "./log.ts";
-import { aliasOf, type PodNetwork } from "./pod_network.ts";
+import type { PodNetwork } from "./pod_network.ts";
+import { aliasOf } from "./veth_name.ts";
 
 export interface SweeperOptions {
   ipam: Pick<NodeIpam, "allocations" | "find" | "release" | "releaseEmptyBlocks">;

@@ -1,5 +1,6 @@
-// Host-side veth names: "veth" + the first 11 hex digits of sha1("<namespace>.<pod>"), as Calico and
-// Coil name them, so operators' tooling and a migration from either keep working.
+// How a host-side veth is named and tagged. Names: "veth" + the first 11 hex digits of
+// sha1("<namespace>.<pod>"), as Calico and Coil name them, so operators' tooling and a migration from
+// either keep working. Tags: an alias naming the attachment, so a restarted coild knows whose it is.
 
 import { createHash } from "node:crypto";
 
@@ -20,4 +21,20 @@ export function hostVethName(pod: PodIdentity): string {
   const base = pod.podName ? `${pod.podNamespace}.${pod.podName}` : pod.containerId;
   const seed = pod.ifName === "eth0" ? base : `${base}.${pod.ifName}`;
   return "veth" + createHash("sha1").update(seed).digest("hex").slice(0, 11);
+}
+
+const ALIAS_PREFIX = "coil:";
+
+/** The alias tagging a host veth with its attachment, so a restarted coild can tell whose it is. */
+export function aliasOf(a: { containerId: string; ifName: string }): string {
+  return `${ALIAS_PREFIX}${a.containerId}:${a.ifName}`;
+}
+
+/** Parses an alias written by aliasOf(); undefined for other links. */
+export function parseAlias(alias: string | undefined): { containerId: string; ifName: string } | undefined {
+  if (!alias?.startsWith(ALIAS_PREFIX)) return undefined;
+  const rest = alias.slice(ALIAS_PREFIX.length);
+  const colon = rest.lastIndexOf(":");
+  if (colon <= 0) return undefined;
+  return { containerId: rest.slice(0, colon), ifName: rest.slice(colon + 1) };
 }

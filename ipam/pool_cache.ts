@@ -82,12 +82,11 @@ export class PoolCache {
   }
 
   /**
-   * Whether a pool of this name exists, re-read from etcd when the cache has none.
+   * Whether a pool of this name exists, always read from etcd: the sweep releases every empty block of a
+   * deleted pool, and must not act on a cache that the watch has not updated yet.
    * @throws {IpamError} kind "unavailable" when etcd fails.
    */
   async exists(name: string): Promise<boolean> {
-    await this.#fresh();
-    if (this.#entries.has(name)) return true;
     this.#set(name, await this.#store.readPool(name));
     return this.#entries.has(name);
   }

@@ -2,13 +2,13 @@
 // holds, and `node remove`, which gives a dead node's blocks and addresses back to the pools.
 
 import type { Command } from "commander";
-import { cidrSize, formatCidr } from "../cidr.ts";
+import { formatCidr } from "../cidr.ts";
 import { removeNode } from "../node_removal.ts";
 import { addEtcdOptions, type EtcdFlagValues } from "./etcd_flags.ts";
 import { percent, table, toJson } from "./format.ts";
 import { withEtcd } from "./session.ts";
 import { readSnapshot } from "./snapshot.ts";
-import { nodeUsage } from "./usage.ts";
+import { blockCapacity, nodeUsage } from "./usage.ts";
 
 type Flags = EtcdFlagValues & { json?: boolean };
 
@@ -114,7 +114,7 @@ export function registerNodeCommands(program: Command): void {
         blocks: blocks.filter((b) => b.pool === pool).map((b) => ({
           block: formatCidr(b.block),
           addressesUsed: b.addressesUsed,
-          addresses: Number(cidrSize(b.block)),
+          addresses: blockCapacity(b.block),
           claimedAt: b.claimedAt,
         })),
       }));
@@ -132,7 +132,7 @@ export function registerNodeCommands(program: Command): void {
       ["POOL", "BLOCK", "USED", "CLAIMED-AT"],
       blocks.map((
         b,
-      ) => [b.pool, formatCidr(b.block), `${b.addressesUsed}/${cidrSize(b.block)}`, b.claimedAt]),
+      ) => [b.pool, formatCidr(b.block), `${b.addressesUsed}/${blockCapacity(b.block)}`, b.claimedAt]),
     ));
   });
 }

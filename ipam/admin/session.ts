@@ -2,7 +2,7 @@
 // failures turned into one readable line that names the endpoints.
 
 import type { Etcd3 } from "etcd3";
-import { connectEtcd, type EtcdOptions } from "../etcd_client.ts";
+import { conciseCause, connectEtcd, type EtcdOptions } from "../etcd_client.ts";
 import { IpamError, isIpamError } from "../errors.ts";
 import { type EtcdFlagValues, etcdOptionsFrom } from "./etcd_flags.ts";
 
@@ -38,11 +38,8 @@ function explain(err: IpamError, options: EtcdOptions): IpamError {
   );
 }
 
-// grpc-js messages carry a status prefix and resolver diagnostics that say nothing to an operator:
-// "14 UNAVAILABLE: No connection established. Last error: Error: connect ECONNREFUSED …. Resolution note: ".
+// A deadline reads better in the operator's own unit; everything else is etcd_client's concise cause.
 function tidy(message: string, options: EtcdOptions): string {
   if (message.includes("DEADLINE_EXCEEDED")) return `no answer within ${options.callTimeoutMs} ms`;
-  const last = /Last error: (?:Error: )?(.*?)\.?\s*(?:Resolution note:.*)?$/s.exec(message);
-  if (last) return last[1];
-  return message.replace(/^\d+ [A-Z_]+: /, "").replace(/\s*Resolution note:.*$/s, "");
+  return conciseCause(message);
 }

@@ -80,7 +80,7 @@ export function nodeUsage(blocks: readonly ClaimedBlock[], liveNodes: ReadonlySe
 }
 
 /** Addresses pods can get in one claimed block (blocks hold at most 2^16, so a number). */
-function blockCapacity(block: Cidr): number {
+export function blockCapacity(block: Cidr): number {
   return usableAddresses(Number(cidrSize(block)), block.family);
 }
 

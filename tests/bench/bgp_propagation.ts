@@ -81,11 +81,12 @@ async function run(ctx: BenchContext): Promise<void> {
     const seenExported = new Map<string, number>(exported().map((dst) => [dst, 0]));
     const seenLearned = new Map<string, number>(learned().map((dst) => [dst, 0]));
     let polling = true;
-    const ITER: number[] = [];
+    let polls = 0;
+    const pollingSince = performance.now();
     const poller = (async () => {
       while (polling) {
         const now = performance.now();
-        ITER.push(now);
+        polls++;
         for (const dst of exported()) if (!seenExported.has(dst)) seenExported.set(dst, now);
         const present = new Set(learned());
         for (const dst of present) if (!seenLearned.has(dst)) seenLearned.set(dst, now);
@@ -148,7 +149,6 @@ async function run(ctx: BenchContext): Promise<void> {
           await waitFor(`node2 learning ${dst}`, () => seenLearned.has(dst));
           const exportedAt = seenExported.get(dst)!;
           const learnedAt = seenLearned.get(dst)!;
-          console.log("BLOCK", dst, start.toFixed(2), exportedAt.toFixed(2), learnedAt.toFixed(2), replied.toFixed(2), ITER.filter((t) => t >= start - 1 && t <= learnedAt + 1).map((t) => (t - start).toFixed(2)).join(" "));
           coil.push({
             total: learnedAt - start,
             toReply: replied - start,
@@ -163,6 +163,7 @@ async function run(ctx: BenchContext): Promise<void> {
       polling = false;
       await poller;
     }
+    const pollPeriod = (performance.now() - pollingSince) / polls;
     if (coil.length < want) throw new Error(`Only ${coil.length} new blocks after ${MAX_ADDS} ADDs`);
     const total = summarize(coil.map((c) => c.total));
     ctx.info(
@@ -176,7 +177,8 @@ async function run(ctx: BenchContext): Promise<void> {
       note: `ADD's reply ${median(coil.map((c) => c.toReply)).toFixed(1)} ms, ` +
         `ADD start → table 119 on node1 ${median(coil.map((c) => c.toExport)).toFixed(1)} ms, ` +
         `table 119 → node2 main ${median(coil.map((c) => c.toLearned)).toFixed(1)} ms (medians); ` +
-        `p90 ${total.p90.toFixed(0)} ms, max ${total.max.toFixed(0)} ms`,
+        `p90 ${total.p90.toFixed(0)} ms, max ${total.max.toFixed(0)} ms; ` +
+        `resolution: both tables dumped every ${pollPeriod.toFixed(1)} ms on average`,
     });
   } finally {
     await lab(["down", "--name", name]).catch((err) => ctx.info(`lab down failed: ${err.message}`));

@@ -87,13 +87,17 @@ Deno.test("coild over a 3-member etcd cluster rides out a member kill and report
         const window = failed.length === 0 ? 0 : Math.max(...failed.map((a) => a.end)) - killedAt;
         const perPod = new Map<string, number>();
         for (const a of failed) perPod.set(a.containerId, (perPod.get(a.containerId) ?? 0) + 1);
+        const elevens = failed.filter((a) => a.outcome.cniCode === 11).length;
+        // ADDs that were in flight at the kill or started in the 5 s after it: what the kill cost them.
+        const around = adds.filter((a) => a.end >= killedAt && a.start <= killedAt + 5000);
+        const slowest = Math.max(0, ...around.map((a) => a.end - a.start));
+        const typical = median(adds.filter((a) => a.end < killedAt).map((a) => a.end - a.start));
         console.log(
           `etcd cluster, leader m${victim} killed after ${Math.floor(ADDS / 3)} of ${ADDS} ADDs: ` +
-            `${adds.length} ADD calls, ${failed.length} failed (${
-              failed.filter((a) => a.outcome.cniCode === 11).length
-            } ` +
-            `with 11, on ${perPod.size} pods, at most ${Math.max(0, ...perPod.values())} retries per pod); ` +
-            `last failure ended ${window} ms after the kill`,
+            `${adds.length} ADD calls, ${failed.length} failed (${elevens} with 11, on ${perPod.size} pods, ` +
+            `at most ${Math.max(0, ...perPod.values())} per pod), last failure ended ${window} ms after ` +
+            `the kill; ${around.length} ADDs in flight at the kill or started within 5 s, slowest ${slowest} ` +
+            `ms (median before the kill ${typical} ms)`,
         );
         assert.deepEqual(describe(before, killedAt), [], "ADDs failed before any member was killed");
         assert.deepEqual(
@@ -223,6 +227,11 @@ function describe(attempts: Attempt[], base: number): string[] {
   return attempts.map((a) =>
     `${a.command} ${a.containerId} at ${a.start - base} ms: ${a.outcome.cniCode} ${a.outcome.msg}`
   );
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted.length === 0 ? 0 : sorted[Math.floor(sorted.length / 2)];
 }
 
 async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {

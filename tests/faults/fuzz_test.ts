@@ -93,6 +93,8 @@ Deno.test("coil in CNI mode answers every generated input with a known code, nev
 
     const codes = new Map<string, number>();
     const kinds = new Map<string, number>();
+    /** The first input that got each code, for the report. */
+    const examples = new Map<string, string>();
     const problems: string[] = [];
     const distinct = new Map<string, { count: number; example: string }>();
     let processes = 0;
@@ -106,6 +108,9 @@ Deno.test("coil in CNI mode answers every generated input with a known code, nev
       const verdict = judge(answer);
       const code = verdict.code === undefined ? "none" : String(verdict.code);
       codes.set(code, (codes.get(code) ?? 0) + 1);
+      if (!examples.has(code)) {
+        examples.set(code, `${input.env.CNI_COMMAND} (${cut(input.kind)}): ${message(answer)}`);
+      }
       const kind = /^(netconf|env|CNI_ARGS|random JSON|random bytes|text)/.exec(input.kind)?.[1] ?? "other";
       kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
       const where = `#${i} ${asProcess ? "process" : "in-process"} ${input.env.CNI_COMMAND} (${input.kind})`;
@@ -137,6 +142,9 @@ Deno.test("coil in CNI mode answers every generated input with a known code, nev
       `fuzz: ${INPUTS} inputs (${INPUTS - processes} in-process, ${processes} as processes) in ` +
         `${seconds.toFixed(1)} s; by kind ${tally(kinds)}; accepted ${accepted}; by code ${tally(codes)}; ` +
         `problems ${problems.length} (${distinct.size} distinct)`,
+    );
+    console.log(
+      [...examples.entries()].map(([code, example]) => `fuzz: e.g. ${code} <- ${example}`).join("\n"),
     );
     const summary = [...distinct.values()].map((d) => `${d.count} x ${d.example}`);
     assert.deepEqual(
@@ -277,6 +285,16 @@ async function changedState(client: Etcd3, prefix: string, baseline: Snapshot): 
     await new Promise((r) => setTimeout(r, 100));
   }
   return diff;
+}
+
+/** The answer's error message, cut short; "" for a success. */
+function message(answer: Answer): string {
+  try {
+    const msg = JSON.parse(answer.stdout.trim())?.msg;
+    return typeof msg === "string" ? cut(msg) : "";
+  } catch {
+    return cut(answer.stdout);
+  }
 }
 
 /** A problem with its variable parts (IDs, names, long runs, numbers) blurred, to group alike ones. */

@@ -35,9 +35,15 @@ Deno.test("the sweep of coild releases exactly the pods whose netns vanished wit
 
   await t.step("addresses of vanished netns are released, the others kept", async () => {
     for (const p of gone) await fixture.vanish(p);
+    const vanishedAt = Date.now();
     await fixture.waitUntil(
       "the sweep released the vanished pods",
       async () => (await fixture.disagreements(kept)).length === 0,
+    );
+    console.log(
+      `vanished netns: ${gone.length} of ${pods.length} pods (half main mode) lost their netns without DEL; ` +
+        `all ${gone.length} released ${Date.now() - vanishedAt} ms later (sweep interval 1 s, grace 2 s), ` +
+        `the other ${kept.length} kept`,
     );
     await fixture.assertPodsIntact(kept);
   });
