@@ -31,7 +31,6 @@ interface Tracked {
   /** No retry before this time (ms since epoch): runtimes back off. */
   notBefore: number;
   ip?: string;
-  result?: Record<string, unknown>;
   netns?: TestNetns;
   /** The message of the last failed call, for reports. */
   lastError?: string;
@@ -41,7 +40,6 @@ interface Tracked {
 export interface LivePod {
   pod: Pod;
   ip: string;
-  result: Record<string, unknown>;
 }
 
 /** Counts of one run; `problems` holds anything that must not happen. */
@@ -99,10 +97,10 @@ export class ChurnRuntime implements AsyncDisposable {
   live(): LivePod[] {
     return [...this.#pods.values()]
       .filter((t) => t.state === "up")
-      .map((t) => ({ pod: t.pod, ip: t.ip!, result: t.result! }));
+      .map((t) => ({ pod: t.pod, ip: t.ip! }));
   }
 
-  /** Host veths that must exist: one per live main-mode pod. */
+  /** The live pods in main mode: each must have its host veth and answer a ping. */
   liveMain(): LivePod[] {
     return this.live().filter((p) => p.pod.mode === "main");
   }
@@ -110,14 +108,7 @@ export class ChurnRuntime implements AsyncDisposable {
   /** Runs `workers` concurrent callers until `done()` holds (checked between calls). */
   async run(workers: number, done: () => boolean): Promise<void> {
     const worker = async () => {
-      while (!done()) {
-        const step = this.#nextStep();
-        if (!step) {
-          await sleep(10);
-          continue;
-        }
-        await step();
-      }
+      while (!done()) await this.#nextStep()();
     };
     await Promise.all(Array.from({ length: workers }, worker));
   }
@@ -145,7 +136,7 @@ export class ChurnRuntime implements AsyncDisposable {
     await this.drain();
   }
 
-  #nextStep(): (() => Promise<void>) | undefined {
+  #nextStep(): () => Promise<void> {
     const { random, low, high } = this.#options;
     const now = Date.now();
     const idle = [...this.#pods.values()].filter((t) => !t.busy && t.notBefore <= now);
@@ -213,7 +204,6 @@ export class ChurnRuntime implements AsyncDisposable {
       }
       t.state = "up";
       t.ip = out.ip;
-      t.result = out.raw.json;
       return;
     }
     this.stats.failedAdds++;

@@ -92,6 +92,7 @@ Deno.test("coil in CNI mode answers every generated input with a known code, nev
     const baseline = await snapshot(client, prefix);
 
     const codes = new Map<string, number>();
+    const processCodes = new Map<string, number>();
     const kinds = new Map<string, number>();
     /** The first input that got each code, for the report. */
     const examples = new Map<string, string>();
@@ -108,6 +109,7 @@ Deno.test("coil in CNI mode answers every generated input with a known code, nev
       const verdict = judge(answer);
       const code = verdict.code === undefined ? "none" : String(verdict.code);
       codes.set(code, (codes.get(code) ?? 0) + 1);
+      if (asProcess) processCodes.set(code, (processCodes.get(code) ?? 0) + 1);
       if (!examples.has(code)) {
         examples.set(code, `${input.env.CNI_COMMAND} (${cut(input.kind)}): ${message(answer)}`);
       }
@@ -141,7 +143,7 @@ Deno.test("coil in CNI mode answers every generated input with a known code, nev
     console.log(
       `fuzz: ${INPUTS} inputs (${INPUTS - processes} in-process, ${processes} as processes) in ` +
         `${seconds.toFixed(1)} s; by kind ${tally(kinds)}; accepted ${accepted}; by code ${tally(codes)}; ` +
-        `problems ${problems.length} (${distinct.size} distinct)`,
+        `(processes alone: ${tally(processCodes)}); problems ${problems.length} (${distinct.size} distinct)`,
     );
     console.log(
       [...examples.entries()].map(([code, example]) => `fuzz: e.g. ${code} <- ${example}`).join("\n"),

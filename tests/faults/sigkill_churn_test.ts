@@ -105,6 +105,7 @@ Deno.test("coild killed with SIGKILL during ADD/DEL churn keeps every address un
     );
 
     const s = runtime.stats;
+    const events = (msg: string) => node.log().split(`"msg":"${msg}"`).length - 1;
     if (s.problems.length > 0) console.log(`sigkill churn problems:\n${s.problems.join("\n")}`);
     console.log(
       `sigkill churn: ${figures.trials} trials, ${s.calls} CNI calls (${s.addsOk} ADD ok, ${s.delsOk} DEL ok), ` +
@@ -114,7 +115,8 @@ Deno.test("coild killed with SIGKILL during ADD/DEL churn keeps every address un
         `${figures.duplicates}, lost ${figures.lost}, leaked before GC ${figures.leakedBeforeGc}, released ` +
         `by GC ${figures.releasedByGc}, orphans ${figures.orphans}, surplus empty blocks after sweep ` +
         `${figures.surplusBlocksAfterSweep}, stray veths ${figures.strayVeths}, unreachable main-mode pods ` +
-        `${figures.unreachable} of ${figures.mainChecked} pings; live peak ${figures.livePeak}; ` +
+        `${figures.unreachable} of ${figures.mainChecked} pings; live peak ${figures.livePeak}; blocks ` +
+        `claimed ${events("block claimed")}, released ${events("block released")}; ` +
         `${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
     assert.deepEqual(s.problems, [], node.logTail());
