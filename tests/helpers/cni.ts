@@ -43,7 +43,15 @@ export async function runCni(call: CniCall): Promise<CniOutcome> {
   };
   const plugin = call.plugin ?? COIL;
   const [cmd, args] = call.inNetns
-    ? ["ip", ["netns", "exec", call.inNetns, "env", "-i", ...Object.entries(env).map(([k, v]) => `${k}=${v}`), plugin]]
+    ? ["ip", [
+      "netns",
+      "exec",
+      call.inNetns,
+      "env",
+      "-i",
+      ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+      plugin,
+    ]]
     : [plugin, []];
   const child = new Deno.Command(cmd, {
     args,
