@@ -6,6 +6,7 @@ import {
   ERR_CHECK_FAILED,
   ERR_INTERNAL,
   ERR_INVALID_CONFIG,
+  ERR_INVALID_ENV,
   ERR_IO,
   ERR_NO_POOL,
   ERR_NOT_AVAILABLE,
@@ -19,6 +20,7 @@ import { BadRequestError } from "./api_request.ts";
 /** The CNI codes coild answers with, by meaning (cni/errors.ts documents each). */
 export const CODE = {
   unknownContainer: ERR_UNKNOWN_CONTAINER,
+  invalidEnv: ERR_INVALID_ENV,
   ioFailure: ERR_IO,
   invalidConfig: ERR_INVALID_CONFIG,
   tryAgainLater: ERR_TRY_AGAIN_LATER,

@@ -9,7 +9,7 @@ import type { AddRequest, AddResult, Attachment, CheckRequest } from "../cni/api
 import { formatIp } from "../ipam/cidr.ts";
 import type { AllocatedAddress, Allocation } from "../ipam/node_ipam.ts";
 import { addrAdd, addrList } from "../netlink/addr.ts";
-import { isNotFound, NetlinkError } from "../netlink/errors.ts";
+import { isExists, isNotFound, NetlinkError } from "../netlink/errors.ts";
 import {
   type Link,
   linkAddVeth,
@@ -76,7 +76,7 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
       const undo: (() => void)[] = [];
       try {
         if (table !== MAIN_TABLE) undo.push(() => tables.dropUnused());
-        const hostLink = linkAddVeth(host, { name, peerName: req.ifName, peerNetnsFd: pod.fd, mtu });
+        const hostLink = addVeth(host, name, req.ifName, pod.fd, mtu);
         undo.push(() => deleteIfPresent(name));
         linkSetAlias(host, hostLink.index, aliasOf(req));
         linkSetUp(host, hostLink.index);
@@ -184,13 +184,31 @@ function withPodNetns<T>(path: string, fn: (pod: { fd: number; sock: NetlinkSock
     if (isNotFound(err)) {
       throw new DaemonError(CODE.ioFailure, `Pod network namespace "${path}" does not exist`);
     }
-    throw err;
+    if (!(err instanceof NetlinkError)) throw err;
+    // ENAMETOOLONG, ENOTDIR (a trailing slash on a file), EACCES…: the runtime's path is unusable.
+    throw new DaemonError(CODE.ioFailure, `Cannot open pod network namespace "${path}": ${err.code}`);
   }
   try {
     using sock = openSocketIn(fd, path);
     return fn({ fd, sock });
   } finally {
     closeNetns(fd);
+  }
+}
+
+/**
+ * Creates the pair. The host name was freed just before, so EEXIST means the pod already has an
+ * interface named CNI_IFNAME (the spec makes that an error of ADD).
+ */
+function addVeth(host: NetlinkSocket, name: string, ifName: string, podFd: number, mtu: number): Link {
+  try {
+    return linkAddVeth(host, { name, peerName: ifName, peerNetnsFd: podFd, mtu });
+  } catch (err) {
+    if (!isExists(err)) throw err;
+    throw new DaemonError(
+      CODE.invalidEnv,
+      `CNI_IFNAME "${ifName}" already exists in the pod network namespace`,
+    );
   }
 }
 

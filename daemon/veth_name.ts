@@ -25,9 +25,18 @@ export function hostVethName(pod: PodIdentity): string {
 
 const ALIAS_PREFIX = "coil:";
 
-/** The alias tagging a host veth with its attachment, so a restarted coild can tell whose it is. */
+/** The kernel keeps at most this many bytes of an alias (IFALIASZ - 1). */
+const MAX_ALIAS_BYTES = 255;
+
+/**
+ * The alias tagging a host veth with its attachment, so a restarted coild can tell whose it is. A
+ * container ID too long for the kernel's limit is replaced by its SHA-256, still unique per attachment.
+ */
 export function aliasOf(a: { containerId: string; ifName: string }): string {
-  return `${ALIAS_PREFIX}${a.containerId}:${a.ifName}`;
+  const alias = `${ALIAS_PREFIX}${a.containerId}:${a.ifName}`;
+  if (new TextEncoder().encode(alias).length <= MAX_ALIAS_BYTES) return alias;
+  const digest = createHash("sha256").update(a.containerId).digest("hex");
+  return `${ALIAS_PREFIX}sha256-${digest}:${a.ifName}`;
 }
 
 /** Parses an alias written by aliasOf(); undefined for other links. */

@@ -105,7 +105,7 @@ Deno.test("coild killed with SIGKILL during ADD/DEL churn keeps every address un
     );
 
     const s = runtime.stats;
-    const events = (msg: string) => node.log().split(`"msg":"${msg}"`).length - 1;
+    const ipamEvents = ipamEventCounts(node.log());
     if (s.problems.length > 0) console.log(`sigkill churn problems:\n${s.problems.join("\n")}`);
     console.log(
       `sigkill churn: ${figures.trials} trials, ${s.calls} CNI calls (${s.addsOk} ADD ok, ${s.delsOk} DEL ok), ` +
@@ -116,7 +116,9 @@ Deno.test("coild killed with SIGKILL during ADD/DEL churn keeps every address un
         `by GC ${figures.releasedByGc}, orphans ${figures.orphans}, surplus empty blocks after sweep ` +
         `${figures.surplusBlocksAfterSweep}, stray veths ${figures.strayVeths}, unreachable main-mode pods ` +
         `${figures.unreachable} of ${figures.mainChecked} pings; live peak ${figures.livePeak}; blocks ` +
-        `claimed ${events("block claimed")}, released ${events("block released")}; ` +
+        `claimed ${ipamEvents.get("block claimed") ?? 0}, released ${
+          ipamEvents.get("block released") ?? 0
+        }; ` +
         `${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
     assert.deepEqual(s.problems, [], node.logTail());
@@ -218,6 +220,21 @@ async function coilVeths(node: CoildNode): Promise<string[]> {
 async function exportedRoutes(node: CoildNode): Promise<string[]> {
   const routes = await node.netns.ipJson<{ dst: string }[]>(["route", "show", "table", "119", "proto", "30"]);
   return routes.map((r) => r.dst).sort();
+}
+
+/** How often each IPAM event (the `event` field of coild's log lines) occurs in `log`. */
+function ipamEventCounts(log: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const line of log.split("\n")) {
+    let event: unknown;
+    try {
+      event = (JSON.parse(line) as { event?: unknown }).event;
+    } catch {
+      continue; // a run marker, or the last line of a coild killed mid-write
+    }
+    if (typeof event === "string") counts.set(event, (counts.get(event) ?? 0) + 1);
+  }
+  return counts;
 }
 
 async function assertConverges(what: string, node: CoildNode, check: () => Promise<boolean>): Promise<void> {
