@@ -8,9 +8,24 @@ import { addEtcdOptions, type EtcdFlagValues } from "./etcd_flags.ts";
 import { percent, table, toJson } from "./format.ts";
 import { withEtcd } from "./session.ts";
 import { readSnapshot } from "./snapshot.ts";
-import { blockCapacity, nodeUsage } from "./usage.ts";
+import { blockCapacity, type NodeUsage, nodeUsage } from "./usage.ts";
 
 type Flags = EtcdFlagValues & { json?: boolean };
+
+/** The human view of `node list` and of the node part of `status`. */
+export function nodeTable(nodes: NodeUsage[]): string {
+  if (nodes.length === 0) return "No nodes hold blocks and no coild is running";
+  return table(
+    ["NODE", "COILD", "BLOCKS", "ADDRESSES-USED", "USE"],
+    nodes.map((n) => [
+      n.node,
+      n.live ? "running" : "not running",
+      String(n.blocks),
+      `${n.addressesUsed}/${n.capacity}`,
+      percent(n.addressesUsed, n.capacity),
+    ]),
+  );
+}
 
 /** Registers `node` and its subcommands on `program`. */
 export function registerNodeCommands(program: Command): void {
@@ -37,20 +52,7 @@ export function registerNodeCommands(program: Command): void {
       console.log(toJson(nodes));
       return;
     }
-    if (nodes.length === 0) {
-      console.log("No nodes hold blocks and no coild is running");
-      return;
-    }
-    console.log(table(
-      ["NODE", "COILD", "BLOCKS", "ADDRESSES-USED", "USE"],
-      nodes.map((n) => [
-        n.node,
-        n.live ? "running" : "not running",
-        String(n.blocks),
-        `${n.addressesUsed}/${n.capacity}`,
-        percent(n.addressesUsed, n.capacity),
-      ]),
-    ));
+    console.log(nodeTable(nodes));
   });
 
   addEtcdOptions(

@@ -5,6 +5,7 @@ import { formatCidr } from "../cidr.ts";
 import { addEtcdOptions, type EtcdFlagValues } from "./etcd_flags.ts";
 import { formatCount, percent, table, toJson } from "./format.ts";
 import { withEtcd } from "./session.ts";
+import { nodeTable } from "./node_commands.ts";
 import { readSnapshot } from "./snapshot.ts";
 import { nodeUsage, poolUsage } from "./usage.ts";
 
@@ -59,20 +60,7 @@ export function registerStatusCommand(program: Command): void {
       ));
     }
     console.log();
-    if (nodes.length === 0) {
-      console.log("No nodes hold blocks and no coild is running");
-    } else {
-      console.log(table(
-        ["NODE", "COILD", "BLOCKS", "ADDRESSES-USED", "USE"],
-        nodes.map((n) => [
-          n.node,
-          n.live ? "running" : "not running",
-          String(n.blocks),
-          `${n.addressesUsed}/${n.capacity}`,
-          percent(n.addressesUsed, n.capacity),
-        ]),
-      ));
-    }
+    console.log(nodeTable(nodes));
     if (snapshot.strayAddresses > 0) {
       console.log();
       console.log(`Warning: ${snapshot.strayAddresses} address record(s) lie outside every claimed block`);
