@@ -1,6 +1,13 @@
 // Coil's one executable: picks its mode and loads only that mode's code, so the CNI path stays
 // free of npm packages and FFI (a static import of etcd3 alone costs ~85 ms of start-up).
 
+// The daemon and the admin CLI are imported through a computed specifier: deno loads the module graph
+// of every literal dynamic import at start-up, which would cost each CNI exec ~2.5 ms for code it never
+// runs. `deno compile` embeds them with --include (scripts/compile).
+function load(path: string) {
+  return import(new URL(path, import.meta.url).href);
+}
+
 if (Deno.env.get("CNI_COMMAND") !== undefined) {
   const { runCni } = await import("./cni/main.ts");
   Deno.exit(await runCni());
@@ -9,8 +16,8 @@ if (Deno.env.get("CNI_COMMAND") !== undefined) {
 const invokedAs = Deno.execPath().split("/").pop();
 const args = invokedAs === "coild" ? ["daemon", ...Deno.args] : Deno.args;
 if (args[0] === "daemon") {
-  const { runDaemon } = await import("./daemon/main.ts");
+  const { runDaemon } = await load("./daemon/main.ts");
   Deno.exit(await runDaemon(args.slice(1)));
 }
-const { runAdmin } = await import("./ipam/admin/main.ts");
+const { runAdmin } = await load("./ipam/admin/main.ts");
 Deno.exit(await runAdmin(args));

@@ -3,63 +3,31 @@
 
 import assert from "node:assert/strict";
 import type { AddResult } from "../../cni/api.ts";
+import { badCniInputs, stdinOf } from "../helpers/bad_cni_inputs.ts";
+import { type CniOutcome, runCoil as runRawCoil } from "../helpers/cni.ts";
+import { inParallel } from "../helpers/in_parallel.ts";
 import { type FakeCoild, type FakeReply, startFakeCoild } from "./_fake_coild.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
-const COIL = `${ROOT}scripts/coil`;
 const VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
-interface Proc {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+/** What deno needs from the test's own env (its cache, a chosen binary); runtimes pass no more. */
+const DENO_ENV = Object.fromEntries(
+  ["PATH", "HOME", "DENO_DIR", "DENO_BIN"].flatMap((name) => {
+    const value = Deno.env.get(name);
+    return value === undefined ? [] : [[name, value]];
+  }),
+);
 
 /** Runs coil in CNI mode with only `env` (plus what deno needs) and `stdin`, as a runtime does. */
-async function runCoil(env: Record<string, string>, stdin: string | Uint8Array = ""): Promise<Proc> {
-  const base: Record<string, string> = {};
-  for (const name of ["PATH", "HOME", "DENO_DIR", "DENO_BIN"]) {
-    const value = Deno.env.get(name);
-    if (value !== undefined) base[name] = value;
-  }
-  const child = new Deno.Command(COIL, {
-    env: { ...base, ...env },
-    clearEnv: true,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  try {
-    await writer.write(typeof stdin === "string" ? new TextEncoder().encode(stdin) : stdin);
-    await writer.close();
-  } catch (err) {
-    // VERSION may exit without reading stdin; runtimes ignore EPIPE too (Go's os/exec).
-    if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
-  }
-  const out = await child.output();
-  const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+function runCoil(env: Record<string, string>, stdin: string | Uint8Array = ""): Promise<CniOutcome> {
+  return runRawCoil({ ...DENO_ENV, ...env }, stdin);
 }
 
 /** The one JSON document coil printed. */
-function stdoutJson(proc: Proc): Record<string, unknown> {
+function stdoutJson(proc: CniOutcome): Record<string, unknown> {
   assert.ok(proc.stdout.endsWith("\n"), `stdout ${JSON.stringify(proc.stdout)}, stderr ${proc.stderr}`);
   return JSON.parse(proc.stdout);
-}
-
-/** Runs `work` over `items` with at most `limit` at once (2 cores, shared with other test runs). */
-async function pool<T, R>(items: T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await work(items[i]);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
 
 async function withTempDir(work: (dir: string) => Promise<void>): Promise<void> {
@@ -98,195 +66,9 @@ Deno.test("runCni() imports nothing outside cni/: no npm package, no FFI, no ipa
 Deno.test("runCni() rejects malformed calls with the right code and names the problem", async (t) => {
   await withTempDir(async (dir) => {
     const socket = `${dir}/absent.sock`; // reaching coild would give 11 and fail the case
-    const conf = { cniVersion: "1.1.0", name: "net", type: "coil", socket };
-    const ipam = { cniVersion: "1.0.0", name: "net", type: "ptp", ipam: { type: "coil", socket } };
-    const add = {
-      CNI_COMMAND: "ADD",
-      CNI_CONTAINERID: "c1",
-      CNI_NETNS: "/var/run/netns/x",
-      CNI_IFNAME: "eth0",
-    };
-    const gc = { CNI_COMMAND: "GC", CNI_PATH: "/opt/cni/bin" };
-    const cases: [string, Record<string, string>, unknown, number, RegExp][] = [
-      // The environment.
-      ["empty CNI_COMMAND", { ...add, CNI_COMMAND: "" }, conf, 4, /CNI_COMMAND is missing/],
-      ["unknown CNI_COMMAND", { ...add, CNI_COMMAND: "FOO" }, conf, 4, /CNI_COMMAND "FOO" is not a CNI verb/],
-      ["lower-case CNI_COMMAND", { ...add, CNI_COMMAND: "add" }, conf, 4, /CNI_COMMAND "add"/],
-      ["ADD without CNI_CONTAINERID", { ...add, CNI_CONTAINERID: "" }, conf, 4, /CNI_CONTAINERID is missing/],
-      ["ADD without CNI_NETNS", { ...add, CNI_NETNS: "" }, conf, 4, /CNI_NETNS is missing/],
-      ["ADD without CNI_IFNAME", { ...add, CNI_IFNAME: "" }, conf, 4, /CNI_IFNAME is missing/],
-      [
-        "ADD with nothing",
-        { CNI_COMMAND: "ADD" },
-        conf,
-        4,
-        /CNI_CONTAINERID is missing; CNI_NETNS is missing; CNI_IFNAME is missing/,
-      ],
-      [
-        "CHECK without CNI_NETNS",
-        { ...add, CNI_COMMAND: "CHECK", CNI_NETNS: "" },
-        conf,
-        4,
-        /CNI_NETNS is missing/,
-      ],
-      [
-        "DEL without CNI_IFNAME",
-        { ...add, CNI_COMMAND: "DEL", CNI_IFNAME: "" },
-        conf,
-        4,
-        /CNI_IFNAME is missing/,
-      ],
-      ["GC without CNI_PATH", { CNI_COMMAND: "GC" }, conf, 4, /CNI_PATH is missing/],
-      [
-        "container ID with -",
-        { ...add, CNI_CONTAINERID: "-c1" },
-        conf,
-        4,
-        /CNI_CONTAINERID "-c1" has invalid/,
-      ],
-      ["container ID with /", { ...add, CNI_CONTAINERID: "a/b" }, conf, 4, /CNI_CONTAINERID "a\/b"/],
-      [
-        "relative netns",
-        { ...add, CNI_NETNS: "netns/x" },
-        conf,
-        4,
-        /CNI_NETNS "netns\/x" is not an absolute/,
-      ],
-      [
-        "ifname of 16 bytes",
-        { ...add, CNI_IFNAME: "a".repeat(16) },
-        conf,
-        4,
-        /CNI_IFNAME "a+" is longer than 15/,
-      ],
-      ["ifname .", { ...add, CNI_IFNAME: "." }, conf, 4, /CNI_IFNAME "\." is not a valid interface name/],
-      ["ifname ..", { ...add, CNI_IFNAME: ".." }, conf, 4, /CNI_IFNAME "\.\."/],
-      ["ifname with /", { ...add, CNI_IFNAME: "eth/0" }, conf, 4, /CNI_IFNAME "eth\/0" has a character/],
-      ["ifname with :", { ...add, CNI_IFNAME: "eth0:1" }, conf, 4, /CNI_IFNAME "eth0:1" has a character/],
-      ["ifname with space", { ...add, CNI_IFNAME: "eth 0" }, conf, 4, /CNI_IFNAME "eth 0"/],
-      ["bad timeout", { ...add, COIL_CNI_TIMEOUT_MS: "soon" }, conf, 4, /COIL_CNI_TIMEOUT_MS "soon"/],
-      // CNI_ARGS.
-      [
-        "CNI_ARGS pair without =",
-        { ...add, CNI_ARGS: "K8S_POD_NAME" },
-        conf,
-        4,
-        /malformed pair "K8S_POD_NAME"/,
-      ],
-      ["CNI_ARGS pair with two =", { ...add, CNI_ARGS: "A=b=c" }, conf, 4, /malformed pair "A=b=c"/],
-      ["CNI_ARGS trailing ;", { ...add, CNI_ARGS: "K8S_POD_NAME=p;" }, conf, 4, /malformed pair ""/],
-      ["CNI_ARGS unknown key", { ...add, CNI_ARGS: "FOO=bar" }, conf, 4, /unknown keys FOO/],
-      ["CNI_ARGS IgnoreUnknown=0", { ...add, CNI_ARGS: "IgnoreUnknown=0;X=1" }, conf, 4, /unknown keys X/],
-      [
-        "CNI_ARGS bad IgnoreUnknown",
-        { ...add, CNI_ARGS: "IgnoreUnknown=yes" },
-        conf,
-        4,
-        /IgnoreUnknown "yes"/,
-      ],
-      [
-        "CNI_ARGS key twice",
-        { ...add, CNI_ARGS: "K8S_POD_NAME=a;K8S_POD_NAME=b" },
-        conf,
-        4,
-        /K8S_POD_NAME twice/,
-      ],
-      // Decoding.
-      ["stdin not JSON", add, "{cniVersion", 6, /Cannot decode netconf/],
-      ["stdin empty", add, "", 6, /Cannot decode netconf/],
-      ["stdin an array", add, "[]", 6, /\[\] is not an object/],
-      ["stdin not UTF-8", add, new Uint8Array([0x7b, 0xc3, 0x28, 0x7d]), 6, /Cannot decode netconf/],
-      // Versions.
-      ["no cniVersion", add, { ...conf, cniVersion: undefined }, 1, /no cniVersion/],
-      ["cniVersion 0.2.0", add, { ...conf, cniVersion: "0.2.0" }, 1, /cniVersion "0.2.0": Coil supports/],
-      ["cniVersion 2.0.0", add, { ...conf, cniVersion: "2.0.0" }, 1, /cniVersion "2.0.0"/],
-      [
-        "CHECK at 0.3.1",
-        { ...add, CNI_COMMAND: "CHECK" },
-        { ...conf, cniVersion: "0.3.1" },
-        1,
-        /not allow CHECK/,
-      ],
-      ["GC at 1.0.0", gc, { ...conf, cniVersion: "1.0.0" }, 1, /"1.0.0" does not allow GC/],
-      ["STATUS at 0.4.0", { CNI_COMMAND: "STATUS" }, { ...conf, cniVersion: "0.4.0" }, 1, /not allow STATUS/],
-      // The netconf.
-      ["cniVersion a number", add, { ...conf, cniVersion: 1.1 }, 7, /key cniVersion 1.1: expected a string/],
-      ["no name", add, { ...conf, name: undefined }, 7, /key name is missing/],
-      ["name with space", add, { ...conf, name: "my net" }, 7, /key name "my net"/],
-      ["no type", add, { ...conf, type: undefined }, 7, /key type is missing/],
-      [
-        "foreign type, no ipam",
-        add,
-        { ...conf, type: "bridge" },
-        7,
-        /type is "bridge" and ipam.type is undefined/,
-      ],
-      ["foreign ipam", add, { ...ipam, ipam: { type: "host-local" } }, 7, /ipam.type is "host-local"/],
-      [
-        "ipam with type coil",
-        add,
-        { ...conf, ipam: { type: "host-local" } },
-        2,
-        /Unsupported netconf key ipam/,
-      ],
-      ["mtu a string", add, { ...conf, mtu: "1500" }, 7, /key mtu "1500": expected an integer from 68/],
-      ["mtu too small", add, { ...conf, mtu: 60 }, 7, /key mtu 60/],
-      ["mtu too big", add, { ...conf, mtu: 70000 }, 7, /key mtu 70000/],
-      ["hostRouteTable local", add, { ...conf, hostRouteTable: 255 }, 7, /key hostRouteTable 255/],
-      ["hostRouteTable negative", add, { ...conf, hostRouteTable: -5 }, 7, /key hostRouteTable -5/],
-      ["socket a number", add, { ...conf, socket: 1 }, 7, /key socket 1: expected a string/],
-      [
-        "socket relative",
-        add,
-        { ...conf, socket: "coild.sock" },
-        7,
-        /key socket "coild.sock": not an absolute/,
-      ],
-      [
-        "ipam.socket relative",
-        add,
-        { ...ipam, ipam: { type: "coil", socket: "x" } },
-        7,
-        /key ipam.socket "x"/,
-      ],
-      ["prevResult a list", add, { ...conf, prevResult: [] }, 7, /key prevResult \[\]: expected an object/],
-      [
-        "CHECK with a bad prevResult",
-        { ...add, CNI_COMMAND: "CHECK" },
-        { ...conf, prevResult: { ips: [{ address: "10.0.0.1" }] } },
-        7,
-        /prevResult: ips\[0\].address "10.0.0.1" is not CIDR/,
-      ],
-      ["runtimeConfig a string", add, { ...conf, runtimeConfig: "x" }, 7, /key runtimeConfig "x"/],
-      ["cniVersions a string", add, { ...conf, cniVersions: "1.1.0" }, 7, /key cniVersions "1.1.0"/],
-      [
-        "valid-attachments a map",
-        gc,
-        { ...conf, "cni.dev/valid-attachments": {} },
-        7,
-        /valid-attachments \{\}/,
-      ],
-      [
-        "attachment without ifname",
-        gc,
-        { ...conf, "cni.dev/attachments": [{ containerID: "c" }] },
-        7,
-        /attachments\[0\]/,
-      ],
-      // Verb needs.
-      ["CHECK without prevResult", { ...add, CNI_COMMAND: "CHECK" }, conf, 7, /prevResult is missing/],
-      ["GC without valid-attachments", gc, conf, 7, /cni.dev\/valid-attachments is missing/],
-    ];
+    const { cases } = badCniInputs({ socket, netns: "/var/run/netns/x" });
     assert.ok(cases.length >= 40);
-    const procs = await pool(
-      cases,
-      4,
-      ([, env, stdin]) =>
-        runCoil(
-          env,
-          typeof stdin === "string" || stdin instanceof Uint8Array ? stdin : JSON.stringify(stdin),
-        ),
-    );
+    const procs = await inParallel(cases, 4, ([, env, stdin]) => runCoil(env, stdinOf(stdin)));
     for (const [i, [title, , , code, pattern]] of cases.entries()) {
       await t.step(title, () => {
         const proc = procs[i];

@@ -104,7 +104,8 @@ export interface TestPod extends AsyncDisposable {
 
 let podCounter = 0;
 
-export async function createPod(name = `pod-${podCounter++}`): Promise<TestPod> {
+/** Creates a pod netns with lo up, a fresh container ID, and the given identity. */
+export async function createPod(name = `pod-${podCounter++}`, namespace = "default"): Promise<TestPod> {
   const ns = await createNetns();
   let removed = false;
   const remove = async () => {
@@ -112,11 +113,18 @@ export async function createPod(name = `pod-${podCounter++}`): Promise<TestPod> 
     removed = true;
     await ns[Symbol.asyncDispose]();
   };
+  try {
+    // The runtime's loopback plugin does this in a real pod.
+    await ns.exec(["ip", "link", "set", "lo", "up"]);
+  } catch (err) {
+    await remove();
+    throw err;
+  }
   return {
     ns,
     path: ns.path,
     containerId: `ctr-${crypto.randomUUID()}`,
-    namespace: "default",
+    namespace,
     name,
     remove,
     [Symbol.asyncDispose]: remove,

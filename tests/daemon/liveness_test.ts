@@ -7,7 +7,7 @@ import { Buffer } from "node:buffer";
 import type { Etcd3 } from "etcd3";
 import { connectEtcd } from "../../ipam/etcd_client.ts";
 import { parseNodeRecord } from "../../ipam/records.ts";
-import { COIL } from "../helpers/coild.ts";
+import { type CliRun, runCoilCli } from "../helpers/coil_cli.ts";
 import { startEtcd, type TestEtcd } from "../helpers/etcd.ts";
 import { removeLeftoverNetns } from "../helpers/netns.ts";
 import { addPod, addressKeys, createPod, startNode, type TestNode, waitUntil } from "./_lifecycle_fixture.ts";
@@ -16,21 +16,8 @@ await removeLeftoverNetns();
 
 const SUBNETS = ["10.130.0.0/16"];
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function coil(etcd: TestEtcd, node: TestNode, args: string[]): Promise<Run> {
-  const out = await new Deno.Command(COIL, {
-    args: [...args, "--etcd-endpoints", etcd.endpoint, "--etcd-prefix", node.prefix],
-    stdin: "null",
-    // A guard against a hung CLI, far above any expected run time; not a timing assertion.
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+function coil(etcd: TestEtcd, node: TestNode, args: string[]): Promise<CliRun> {
+  return runCoilCli([...args, "--etcd-endpoints", etcd.endpoint, "--etcd-prefix", node.prefix]);
 }
 
 async function nodeKey(client: Etcd3, node: TestNode) {

@@ -13,6 +13,7 @@ import { type CniOutcome, runCni } from "../helpers/cni.ts";
 import { startCoild, type TestCoild } from "../helpers/coild.ts";
 import { startEtcd, type TestEtcd } from "../helpers/etcd.ts";
 import { createNetns, removeLeftoverNetns, type TestNetns } from "../helpers/netns.ts";
+import { createPod, NETWORK, type TestPod as Pod } from "./_lifecycle_fixture.ts";
 
 await removeLeftoverNetns();
 
@@ -20,7 +21,6 @@ const VERSIONS = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 /** CHECK exists from 0.4.0 on. */
 const CHECK_VERSIONS = VERSIONS.filter((v) => v !== "0.3.1");
 const SUBNETS = ["10.100.0.0/16", "fd00:100::/112"];
-const NETWORK = "k8s-pod-network";
 const PROTOCOL = "30";
 
 /** A node: its netns, a coild in it, and its etcd prefix. */
@@ -32,17 +32,6 @@ interface Node extends AsyncDisposable {
   /** Stops coild; `start()` runs a new one (a new socket path). */
   stop(): Promise<void>;
   start(): Promise<void>;
-}
-
-interface Pod extends AsyncDisposable {
-  ns: TestNetns;
-  /** CNI_NETNS. */
-  path: string;
-  containerId: string;
-  namespace: string;
-  name: string;
-  /** Deletes the netns now (idempotent), as a runtime does before a late DEL. */
-  remove(): Promise<void>;
 }
 
 let etcd: TestEtcd;
@@ -105,34 +94,6 @@ async function startNode(
     await ns[Symbol.asyncDispose]();
     throw err;
   }
-}
-
-let podCounter = 0;
-
-async function createPod(name = `pod-${podCounter++}`, namespace = "default"): Promise<Pod> {
-  const ns = await createNetns();
-  let removed = false;
-  const remove = async () => {
-    if (removed) return;
-    removed = true;
-    await ns[Symbol.asyncDispose]();
-  };
-  try {
-    // The runtime's loopback plugin does this in a real pod.
-    await ns.exec(["ip", "link", "set", "lo", "up"]);
-  } catch (err) {
-    await remove();
-    throw err;
-  }
-  return {
-    ns,
-    path: ns.path,
-    containerId: `ctr-${crypto.randomUUID()}`,
-    namespace,
-    name,
-    remove,
-    [Symbol.asyncDispose]: remove,
-  };
 }
 
 function expectedVeth(pod: Pod): string {

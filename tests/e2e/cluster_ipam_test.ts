@@ -11,6 +11,7 @@ import { PoolStore } from "../../ipam/pool_store.ts";
 import { type CniOutcome, runCni } from "../helpers/cni.ts";
 import { startCoild, type TestCoild } from "../helpers/coild.ts";
 import { startEtcd } from "../helpers/etcd.ts";
+import { inParallel } from "../helpers/in_parallel.ts";
 import { createNetns, type TestNetns } from "../helpers/netns.ts";
 
 const NODES = 4;
@@ -27,20 +28,6 @@ interface Added {
   node: number;
   containerId: string;
   ips: ResultIp[];
-}
-
-/** Runs `work` over `items` with at most `limit` at once. */
-async function inParallel<T, R>(items: T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await work(items[i]);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
 
 function assertOk(outcome: CniOutcome, what: string): void {

@@ -26,13 +26,15 @@ export interface CniOutcome {
   json?: Record<string, unknown>;
 }
 
+const SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
+
 /** Where runtimes find IPAM plugins: a dir holding `coil` (our wrapper) and Debian's plugins. */
 export const CNI_PATH = `${new URL("../../scripts/cni-bin", import.meta.url).pathname}:/usr/lib/cni`;
 
 /** Executes one CNI call and returns its exit code and output. */
 export async function runCni(call: CniCall): Promise<CniOutcome> {
   const env: Record<string, string> = {
-    PATH: "/usr/sbin:/usr/bin:/sbin:/bin",
+    PATH: SYSTEM_PATH,
     CNI_COMMAND: call.command,
     CNI_PATH,
     ...(call.containerId !== undefined ? { CNI_CONTAINERID: call.containerId } : {}),
@@ -53,6 +55,28 @@ export async function runCni(call: CniCall): Promise<CniOutcome> {
       plugin,
     ]]
     : [plugin, []];
+  const out = await exec(cmd, args, env, JSON.stringify(call.netconf));
+  let json: Record<string, unknown> | undefined;
+  try {
+    json = out.stdout.trim() ? JSON.parse(out.stdout) : undefined;
+  } catch { /* not JSON: the caller looks at stdout */ }
+  return { ...out, json };
+}
+
+/**
+ * Runs coil in CNI mode with exactly `env` (PATH defaults to the system dirs) and raw `stdin`, for calls
+ * runCni() cannot express: a missing CNI_COMMAND, bytes that are not JSON, env of the caller's choice.
+ */
+export function runCoil(env: Record<string, string>, stdin: string | Uint8Array = ""): Promise<CniOutcome> {
+  return exec(COIL, [], { PATH: SYSTEM_PATH, ...env }, stdin);
+}
+
+async function exec(
+  cmd: string,
+  args: string[],
+  env: Record<string, string>,
+  stdin: string | Uint8Array,
+): Promise<CniOutcome> {
   const child = new Deno.Command(cmd, {
     args,
     env,
@@ -62,14 +86,14 @@ export async function runCni(call: CniCall): Promise<CniOutcome> {
     stderr: "piped",
   }).spawn();
   const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(JSON.stringify(call.netconf)));
-  await writer.close();
+  try {
+    await writer.write(typeof stdin === "string" ? new TextEncoder().encode(stdin) : stdin);
+    await writer.close();
+  } catch (err) {
+    // coil may exit before reading stdin (VERSION, an environment error); runtimes ignore EPIPE too.
+    if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
+  }
   const out = await child.output();
   const decoder = new TextDecoder();
-  const stdout = decoder.decode(out.stdout);
-  let json: Record<string, unknown> | undefined;
-  try {
-    json = stdout.trim() ? JSON.parse(stdout) : undefined;
-  } catch { /* not JSON: the caller looks at stdout */ }
-  return { code: out.code, stdout, stderr: decoder.decode(out.stderr), json };
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
 }

@@ -66,17 +66,9 @@ export async function startEtcd(options: EtcdStartOptions = {}): Promise<TestEtc
     "error",
     ...(options.args ?? []),
   ];
-  const process = new Deno.Command("etcd", { args, cwd: dataDir, stdout: "null", stderr: "piped" }).spawn();
-  const stderr = process.stderr.pipeTo(new WritableStream({ write() {} })).catch(() => {});
-  let stopped = false;
+  const { process, kill } = spawnEtcd(args, dataDir);
   const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    try {
-      process.kill("SIGKILL");
-    } catch { /* already gone */ }
-    await process.status;
-    await stderr;
+    await kill();
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   };
   let counter = 0;
@@ -97,6 +89,23 @@ export async function startEtcd(options: EtcdStartOptions = {}): Promise<TestEtc
     throw err;
   }
   return etcd;
+}
+
+/** Spawns etcd in `cwd` with its stderr drained; `kill` (SIGKILL, then wait) is idempotent. */
+function spawnEtcd(args: string[], cwd: string): { process: Deno.ChildProcess; kill: () => Promise<void> } {
+  const process = new Deno.Command("etcd", { args, cwd, stdout: "null", stderr: "piped" }).spawn();
+  const stderr = process.stderr.pipeTo(new WritableStream({ write() {} })).catch(() => {});
+  let killed = false;
+  const kill = async () => {
+    if (killed) return;
+    killed = true;
+    try {
+      process.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await process.status;
+    await stderr;
+  };
+  return { process, kill };
 }
 
 async function waitHealthy(endpoint: string, tls: boolean): Promise<void> {
@@ -143,25 +152,13 @@ export async function killEtcdForRestart(etcd: TestEtcd): Promise<() => Promise<
   return async () => {
     // The dead etcd's UNIX socket file is still there, and binding over it would fail (EADDRINUSE).
     await Deno.remove(etcd.unixEndpoint.slice("unix://".length)).catch(() => {});
-    const process = new Deno.Command("etcd", { args, cwd: etcd.dataDir, stdout: "null", stderr: "piped" })
-      .spawn();
-    const stderr = process.stderr.pipeTo(new WritableStream({ write() {} })).catch(() => {});
-    let stopped = false;
-    const stop = async () => {
-      if (stopped) return;
-      stopped = true;
-      try {
-        process.kill("SIGKILL");
-      } catch { /* already gone */ }
-      await process.status;
-      await stderr;
-    };
+    const { process, kill } = spawnEtcd(args, etcd.dataDir);
     try {
       await waitHealthy(etcd.endpoint, etcd.endpoint.startsWith("https:"));
     } catch (err) {
-      await stop();
+      await kill();
       throw err;
     }
-    return { process, [Symbol.asyncDispose]: stop };
+    return { process, [Symbol.asyncDispose]: kill };
   };
 }

@@ -7,43 +7,11 @@ import { parseCidr, parseIp } from "../../ipam/cidr.ts";
 import { connectEtcd } from "../../ipam/etcd_client.ts";
 import { keysFor } from "../../ipam/keys.ts";
 import type { AddressRecord, BlockRecord, NodeRecord } from "../../ipam/records.ts";
+import { assertCliOk, type CliRun, runCoilCli as coil } from "../helpers/coil_cli.ts";
 import { freePort, startEtcd } from "../helpers/etcd.ts";
 
-const COIL = new URL("../../scripts/coil", import.meta.url).pathname;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs scripts/coil with only the given COIL_ETCD_* variables; killed if it outlives the guard. */
-async function coil(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const inherited = Object.fromEntries(
-    Object.entries(Deno.env.toObject()).filter(([name]) =>
-      !name.startsWith("COIL_") && name !== "CNI_COMMAND"
-    ),
-  );
-  const output = await new Deno.Command(COIL, {
-    args,
-    env: { ...inherited, ...env },
-    clearEnv: true,
-    stdin: "null",
-    // A liveness guard against a hung CLI, far above any expected run time; not a timing assertion.
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
-}
-
-function assertOk(run: Run): string {
-  assert.equal(run.code, 0, `exit ${run.code}, stderr: ${run.stderr}`);
-  assert.equal(run.stderr, "");
-  return run.stdout;
-}
-
 /** Exit code and a single `coil: …` line on stderr, no stack trace. */
-function assertFails(run: Run, code: 1 | 2, message: RegExp): void {
+function assertFails(run: CliRun, code: 1 | 2, message: RegExp): void {
   assert.equal(run.code, code, `exit ${run.code}, stdout: ${run.stdout}, stderr: ${run.stderr}`);
   assert.match(run.stderr, /^coil: [^\n]+\n$/, `one line on stderr: ${JSON.stringify(run.stderr)}`);
   assert.doesNotMatch(run.stderr, /\bat .*\.(ts|js):\d+/, "no stack trace");
@@ -85,14 +53,14 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
   try {
     await t.step("coil pool create/list/show/add-subnet/delete manage a pool", async () => {
       const env = envFor(etcd.newPrefix());
-      const created = assertOk(await coil(["pool", "create", "default", "10.1.0.0/16", "FD00::/48"], env));
+      const created = assertCliOk(await coil(["pool", "create", "default", "10.1.0.0/16", "FD00::/48"], env));
       assert.equal(
         created,
         'Created pool "default": 10.1.0.0/16, fd00::/48 in blocks of 32 addresses, 30 for IPv4 pods and 31 for IPv6 pods (/27 and /123)\n',
       );
-      assertOk(await coil(["pool", "create", "dmz", "203.0.113.0/24", "--block-size-bits", "2"], env));
+      assertCliOk(await coil(["pool", "create", "dmz", "203.0.113.0/24", "--block-size-bits", "2"], env));
 
-      const list = assertOk(await coil(["pool", "list"], env));
+      const list = assertCliOk(await coil(["pool", "list"], env));
       assert.equal(
         list,
         "NAME     BLOCK-SIZE-BITS  SUBNETS\n" +
@@ -100,21 +68,21 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
           "dmz      2                203.0.113.0/24\n",
       );
 
-      const added = assertOk(await coil(["pool", "add-subnet", "dmz", "198.51.100.0/24"], env));
+      const added = assertCliOk(await coil(["pool", "add-subnet", "dmz", "198.51.100.0/24"], env));
       assert.match(
         added,
         /^Added 198\.51\.100\.0\/24 to pool "dmz": 203\.0\.113\.0\/24, 198\.51\.100\.0\/24 in blocks of 4 addresses, 2 for IPv4 pods \(\/30\)$/m,
       );
 
-      const show = assertOk(await coil(["pool", "show", "dmz"], env));
+      const show = assertCliOk(await coil(["pool", "show", "dmz"], env));
       assert.match(show, /^Pool: +dmz$/m);
       assert.match(show, /^Block size: +2\^2 = 4 addresses, 2 for IPv4 pods$/m);
       assert.match(show, /^Blocks: +0 claimed of 128$/m);
       assert.match(show, /^203\.0\.113\.0\/24 +\/30 +0\/64 +0\/128$/m);
       assert.match(show, /^198\.51\.100\.0\/24 +\/30 +0\/64 +0\/128$/m);
 
-      assert.equal(assertOk(await coil(["pool", "delete", "dmz"], env)), 'Deleted pool "dmz"\n');
-      const after = JSON.parse(assertOk(await coil(["pool", "list", "--json"], env)));
+      assert.equal(assertCliOk(await coil(["pool", "delete", "dmz"], env)), 'Deleted pool "dmz"\n');
+      const after = JSON.parse(assertCliOk(await coil(["pool", "list", "--json"], env)));
       assert.deepEqual(after, [{ name: "default", subnets: ["10.1.0.0/16", "fd00::/48"], blockSizeBits: 5 }]);
       assertFails(await coil(["pool", "show", "dmz"], env), 1, /^coil: Pool "dmz" not found$/m);
       assertFails(await coil(["pool", "delete", "dmz"], env), 1, /^coil: Pool "dmz" not found$/m);
@@ -122,7 +90,7 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
 
     await t.step("coil pool create refuses a subnet overlapping another pool's", async () => {
       const env = envFor(etcd.newPrefix());
-      assertOk(await coil(["pool", "create", "a", "10.1.0.0/16"], env));
+      assertCliOk(await coil(["pool", "create", "a", "10.1.0.0/16"], env));
       assertFails(
         await coil(["pool", "create", "b", "10.2.0.0/16", "10.1.128.0/17"], env),
         1,
@@ -134,34 +102,34 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
         /^coil: Cannot add subnet 10\.0\.0\.0\/8 to pool "a": it overlaps 10\.1\.0\.0\/16 of that pool$/m,
       );
       assertFails(await coil(["pool", "create", "a", "10.3.0.0/16"], env), 1, /pool "a": it already exists/);
-      assert.deepEqual(JSON.parse(assertOk(await coil(["pool", "list", "--json"], env))).length, 1);
+      assert.deepEqual(JSON.parse(assertCliOk(await coil(["pool", "list", "--json"], env))).length, 1);
     });
 
     await t.step("coil pool delete is refused while a block of the pool is claimed", async () => {
       const prefix = etcd.newPrefix();
       const env = envFor(prefix);
-      assertOk(await coil(["pool", "create", "default", "10.1.0.0/16"], env));
+      assertCliOk(await coil(["pool", "create", "default", "10.1.0.0/16"], env));
       await putBlock(client, prefix, "default", "10.1.0.32/27", "node1");
       assertFails(
         await coil(["pool", "delete", "default"], env),
         1,
         /^coil: Cannot delete pool "default": 1 block\(s\) still claimed by node1; /m,
       );
-      assert.equal(JSON.parse(assertOk(await coil(["pool", "list", "--json"], env))).length, 1);
+      assert.equal(JSON.parse(assertCliOk(await coil(["pool", "list", "--json"], env))).length, 1);
       await client.delete().key(keysFor(prefix).block("default", parseCidr("10.1.0.32/27")));
-      assertOk(await coil(["pool", "delete", "default"], env));
+      assertCliOk(await coil(["pool", "delete", "default"], env));
     });
 
     await t.step("coil ip show reports the AddressRecord holding an address, or why it is free", async () => {
       const prefix = etcd.newPrefix();
       const env = envFor(prefix);
-      assertOk(await coil(["pool", "create", "default", "10.1.0.0/16", "fd00::/48"], env));
+      assertCliOk(await coil(["pool", "create", "default", "10.1.0.0/16", "fd00::/48"], env));
       await putBlock(client, prefix, "default", "10.1.0.32/27", "node1");
       await putBlock(client, prefix, "default", "fd00::40/123", "node2");
       await putAddress(client, prefix, "10.1.0.32/27", "10.1.0.33", { podName: "web-1", podUid: "uid-1" });
       await putAddress(client, prefix, "fd00::40/123", "fd00::45", { node: "node2", containerId: "beef" });
 
-      const shown = assertOk(await coil(["ip", "show", "10.1.0.33"], env));
+      const shown = assertCliOk(await coil(["ip", "show", "10.1.0.33"], env));
       assert.match(shown, /^Address: +10\.1\.0\.33$/m);
       assert.match(shown, /^Block: +10\.1\.0\.32\/27, claimed by node "node1"$/m);
       assert.match(shown, /^Pod: +ns1\/web-1 \(uid uid-1\)$/m);
@@ -169,7 +137,7 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
       assert.match(shown, /^Netns: +\/var\/run\/netns\/cni-0$/m);
 
       // A non-canonical spelling finds the same key.
-      const json = JSON.parse(assertOk(await coil(["ip", "show", "FD00:0::45", "--json"], env)));
+      const json = JSON.parse(assertCliOk(await coil(["ip", "show", "FD00:0::45", "--json"], env)));
       assert.equal(json.address, "fd00::45");
       assert.equal(json.allocated, true);
       assert.equal(json.block, "fd00::40/123");
@@ -177,18 +145,18 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
       assert.equal(json.record.containerId, "beef");
 
       assert.equal(
-        assertOk(await coil(["ip", "show", "10.1.0.34"], env)),
+        assertCliOk(await coil(["ip", "show", "10.1.0.34"], env)),
         '10.1.0.34 is not allocated: block 10.1.0.32/27 of pool "default" is claimed by node "node1"\n',
       );
       assert.equal(
-        assertOk(await coil(["ip", "show", "10.1.0.99"], env)),
+        assertCliOk(await coil(["ip", "show", "10.1.0.99"], env)),
         '10.1.0.99 is not allocated: block 10.1.0.96/27 of pool "default" is not claimed by any node\n',
       );
       assert.equal(
-        assertOk(await coil(["ip", "show", "10.9.0.1"], env)),
+        assertCliOk(await coil(["ip", "show", "10.9.0.1"], env)),
         "10.9.0.1 is not allocated: it is in no pool\n",
       );
-      const free = JSON.parse(assertOk(await coil(["ip", "show", "10.9.0.1", "--json"], env)));
+      const free = JSON.parse(assertCliOk(await coil(["ip", "show", "10.9.0.1", "--json"], env)));
       assert.deepEqual(free, {
         address: "10.9.0.1",
         allocated: false,
@@ -207,8 +175,8 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
     await t.step("coil node blocks, pool show and status count blocks and addresses", async () => {
       const prefix = etcd.newPrefix();
       const env = envFor(prefix);
-      assertOk(await coil(["pool", "create", "default", "10.1.0.0/16"], env));
-      assertOk(await coil(["pool", "create", "dmz", "203.0.113.0/24", "--block-size-bits", "2"], env));
+      assertCliOk(await coil(["pool", "create", "default", "10.1.0.0/16"], env));
+      assertCliOk(await coil(["pool", "create", "dmz", "203.0.113.0/24", "--block-size-bits", "2"], env));
       await putBlock(client, prefix, "default", "10.1.0.0/27", "node1");
       await putBlock(client, prefix, "default", "10.1.0.32/27", "node2");
       await putBlock(client, prefix, "dmz", "203.0.113.4/30", "node1");
@@ -221,10 +189,10 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
       const node3: NodeRecord = { node: "node3", startedAt: "2025-01-02T00:00:00Z", version: "0.1.0" };
       await client.put(keysFor(prefix).node("node3")).value(JSON.stringify(node3));
 
-      const blocks = assertOk(await coil(["node", "blocks", "node1"], env));
+      const blocks = assertCliOk(await coil(["node", "blocks", "node1"], env));
       assert.match(blocks, /^default +10\.1\.0\.0\/27 +3\/30 +2025-01-02T03:04:05Z$/m);
       assert.match(blocks, /^dmz +203\.0\.113\.4\/30 +1\/2 /m);
-      const blocksJson = JSON.parse(assertOk(await coil(["node", "blocks", "node1", "--json"], env)));
+      const blocksJson = JSON.parse(assertCliOk(await coil(["node", "blocks", "node1", "--json"], env)));
       assert.deepEqual(blocksJson, {
         node: "node1",
         live: false,
@@ -249,9 +217,12 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
           },
         ],
       });
-      assert.match(assertOk(await coil(["node", "blocks", "node9"], env)), /^Node "node9" holds no blocks/);
+      assert.match(
+        assertCliOk(await coil(["node", "blocks", "node9"], env)),
+        /^Node "node9" holds no blocks/,
+      );
 
-      const show = JSON.parse(assertOk(await coil(["pool", "show", "default", "--json"], env)));
+      const show = JSON.parse(assertCliOk(await coil(["pool", "show", "default", "--json"], env)));
       assert.equal(show.blocksClaimed, 2);
       assert.equal(show.blocksTotal, "2048");
       assert.equal(show.addressesUsed, 3);
@@ -269,7 +240,7 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
         },
       ]);
 
-      const status = JSON.parse(assertOk(await coil(["status", "--json"], env)));
+      const status = JSON.parse(assertCliOk(await coil(["status", "--json"], env)));
       assert.deepEqual(
         status.pools.map((p: { name: string; addressesUsed: number }) => [p.name, p.addressesUsed]),
         [
@@ -283,7 +254,7 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
         { node: "node3", live: true, blocks: 0, addressesUsed: 0, capacity: 0 },
       ]);
       assert.equal(status.strayAddresses, 1);
-      const human = assertOk(await coil(["status"], env));
+      const human = assertCliOk(await coil(["status"], env));
       assert.match(human, /^default +1 +5 +2\/2048 +3\/60 +5%$/m);
       assert.match(human, /^node1 +not running +2 +4\/32 +13%$/m);
       assert.match(human, /^node3 +running +0 +0\/0 +-$/m);
@@ -298,11 +269,13 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
         COIL_ETCD_PREFIX: "/elsewhere/",
       };
       const flags = ["--etcd-endpoints", `${etcd.endpoint},${etcd.endpoint}`, "--etcd-prefix", prefix];
-      assertOk(await coil(["pool", "create", "default", "10.1.0.0/16", ...flags], wrongEnv));
-      const viaEnv = JSON.parse(assertOk(await coil(["pool", "list", "--json"], envFor(prefix))));
+      assertCliOk(await coil(["pool", "create", "default", "10.1.0.0/16", ...flags], wrongEnv));
+      const viaEnv = JSON.parse(assertCliOk(await coil(["pool", "list", "--json"], envFor(prefix))));
       assert.deepEqual(viaEnv.map((p: { name: string }) => p.name), ["default"]);
       const elsewhere = JSON.parse(
-        assertOk(await coil(["pool", "list", "--json", "--etcd-prefix", etcd.newPrefix()], envFor(prefix))),
+        assertCliOk(
+          await coil(["pool", "list", "--json", "--etcd-prefix", etcd.newPrefix()], envFor(prefix)),
+        ),
       );
       assert.deepEqual(elsewhere, []);
     });
@@ -437,7 +410,7 @@ Deno.test("coil reports usage errors with exit 2", async (t) => {
 
 Deno.test("coil --help describes every command, the daemon and the etcd flags", async (t) => {
   await t.step("top level", async () => {
-    const help = assertOk(await coil(["--help"]));
+    const help = assertCliOk(await coil(["--help"]));
     for (const command of ["pool", "node", "ip", "status", "coil daemon"]) {
       assert.match(help, new RegExp(`^ +${command} `, "m"), command);
     }
@@ -456,7 +429,7 @@ Deno.test("coil --help describes every command, the daemon and the etcd flags", 
   ];
   for (const leaf of leaves) {
     await t.step(leaf.join(" "), async () => {
-      const help = assertOk(await coil([...leaf, "--help"]));
+      const help = assertCliOk(await coil([...leaf, "--help"]));
       assert.match(help, new RegExp(`^Usage: coil ${leaf.join(" ")} `));
       for (
         const flag of [
@@ -476,7 +449,7 @@ Deno.test("coil --help describes every command, the daemon and the etcd flags", 
     });
   }
   await t.step("help for a group lists its commands", async () => {
-    const help = assertOk(await coil(["pool", "--help"]));
+    const help = assertCliOk(await coil(["pool", "--help"]));
     for (const command of ["create", "add-subnet", "list", "show", "delete"]) {
       assert.match(help, new RegExp(`^ +${command} `, "m"), command);
     }

@@ -7,7 +7,7 @@ import type { Etcd3 } from "etcd3";
 import { connectEtcd, type EtcdOptions } from "../../ipam/etcd_client.ts";
 import { keysFor } from "../../ipam/keys.ts";
 import { addPod, createPod, startNode } from "../daemon/_lifecycle_fixture.ts";
-import { COIL } from "../helpers/coild.ts";
+import { type CliRun, runCoilCli } from "../helpers/coil_cli.ts";
 import { freePort, startEtcd, type TestEtcd } from "../helpers/etcd.ts";
 import { removeLeftoverNetns } from "../helpers/netns.ts";
 
@@ -120,32 +120,8 @@ function startTlsEtcd(pki: Pki): Promise<TestEtcd> {
   });
 }
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function coil(args: string[]): Promise<Run> {
-  const env = Object.fromEntries(
-    Object.entries(Deno.env.toObject()).filter(([name]) =>
-      !name.startsWith("COIL_") && name !== "CNI_COMMAND"
-    ),
-  );
-  const out = await new Deno.Command(COIL, {
-    args,
-    env,
-    clearEnv: true,
-    stdin: "null",
-    // A guard against a hung CLI, far above any expected run time; not a timing assertion.
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-}
-
 /** One `coil: …` line on stderr naming the endpoint, exit 1, no stack trace. */
-function assertCannotReach(run: Run, endpoint: string, cause: RegExp): void {
+function assertCannotReach(run: CliRun, endpoint: string, cause: RegExp): void {
   assert.equal(run.code, 1, `exit ${run.code}: ${run.stdout}${run.stderr}`);
   assert.match(run.stderr, /^coil: [^\n]+\n$/, `one line: ${JSON.stringify(run.stderr)}`);
   assert.ok(run.stderr.startsWith(`coil: Cannot reach etcd at ${endpoint}: `), run.stderr);
@@ -173,9 +149,9 @@ Deno.test("etcd over TLS with client certificates", async (t) => {
       await t.step("coil pool create and list work with the client certificate", async () => {
         const prefix = etcd.newPrefix();
         const at = ["--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix, ...tls];
-        const created = await coil(["pool", "create", "default", "10.160.0.0/16", ...at]);
+        const created = await runCoilCli(["pool", "create", "default", "10.160.0.0/16", ...at]);
         assert.equal(created.code, 0, created.stderr);
-        const listed = await coil(["pool", "list", "--json", ...at]);
+        const listed = await runCoilCli(["pool", "list", "--json", ...at]);
         assert.equal(listed.code, 0, listed.stderr);
         assert.deepEqual(JSON.parse(listed.stdout).map((p: { name: string }) => p.name), ["default"]);
         assert.ok(await client.get(keysFor(prefix).pool("default")).exists(), "the pool is in etcd");
@@ -196,7 +172,7 @@ Deno.test("etcd over TLS with client certificates", async (t) => {
         for (const [what, flags, cause] of cases) {
           await t.step(what, async () => {
             assertCannotReach(
-              await coil(["pool", "create", "default", "10.161.0.0/16", ...at, ...flags]),
+              await runCoilCli(["pool", "create", "default", "10.161.0.0/16", ...at, ...flags]),
               etcd.endpoint,
               cause,
             );
@@ -204,7 +180,7 @@ Deno.test("etcd over TLS with client certificates", async (t) => {
         }
         await t.step("plain HTTP to the TLS port", async () => {
           const plain = etcd.endpoint.replace("https:", "http:");
-          const run = await coil(["pool", "list", "--etcd-endpoints", plain, "--etcd-timeout", "3000"]);
+          const run = await runCoilCli(["pool", "list", "--etcd-endpoints", plain, "--etcd-timeout", "3000"]);
           assert.equal(run.code, 1);
           assert.match(
             run.stderr,

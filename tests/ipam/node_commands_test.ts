@@ -9,37 +9,11 @@ import { isIpamError } from "../../ipam/errors.ts";
 import { keysFor } from "../../ipam/keys.ts";
 import { removeNode } from "../../ipam/node_removal.ts";
 import type { AddressRecord, BlockRecord, NodeRecord } from "../../ipam/records.ts";
-import { COIL } from "../helpers/coild.ts";
+import { assertCliOk, type CliRun, runCoilCli } from "../helpers/coil_cli.ts";
 import { startEtcd, type TestEtcd } from "../helpers/etcd.ts";
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function coil(etcd: TestEtcd, prefix: string, args: string[]): Promise<Run> {
-  const env = Object.fromEntries(
-    Object.entries(Deno.env.toObject()).filter(([name]) =>
-      !name.startsWith("COIL_") && name !== "CNI_COMMAND"
-    ),
-  );
-  const out = await new Deno.Command(COIL, {
-    args: [...args, "--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix],
-    env,
-    clearEnv: true,
-    stdin: "null",
-    // A guard against a hung CLI, far above any expected run time; not a timing assertion.
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-}
-
-function assertOk(run: Run): string {
-  assert.equal(run.code, 0, `exit ${run.code}, stderr: ${run.stderr}`);
-  assert.equal(run.stderr, "");
-  return run.stdout;
+function coil(etcd: TestEtcd, prefix: string, args: string[]): Promise<CliRun> {
+  return runCoilCli([...args, "--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix]);
 }
 
 /** Writes the records of one node: blocks of pool `default` and addresses in them. */
@@ -89,13 +63,13 @@ Deno.test("coil node list and remove against a real etcd", async (t) => {
       const lease = await markAlive(client, prefix, "node1");
       const live3 = await markAlive(client, prefix, "node3");
       try {
-        const json = JSON.parse(assertOk(await coil(etcd, prefix, ["node", "list", "--json"])));
+        const json = JSON.parse(assertCliOk(await coil(etcd, prefix, ["node", "list", "--json"])));
         assert.deepEqual(json, [
           { node: "node1", live: true, blocks: 2, addressesUsed: 2, capacity: 60 },
           { node: "node2", live: false, blocks: 1, addressesUsed: 1, capacity: 30 },
           { node: "node3", live: true, blocks: 0, addressesUsed: 0, capacity: 0 },
         ]);
-        const text = assertOk(await coil(etcd, prefix, ["node", "list"]));
+        const text = assertCliOk(await coil(etcd, prefix, ["node", "list"]));
         assert.match(text, /^NODE +COILD +BLOCKS +ADDRESSES-USED +USE$/m);
         assert.match(text, /^node1 +running +2 +2\/60 +3%$/m);
         assert.match(text, /^node2 +not running +1 +1\/30 +3%$/m);
@@ -106,7 +80,7 @@ Deno.test("coil node list and remove against a real etcd", async (t) => {
       }
       const empty = etcd.newPrefix();
       assert.match(
-        assertOk(await coil(etcd, empty, ["node", "list"])),
+        assertCliOk(await coil(etcd, empty, ["node", "list"])),
         /^No nodes hold blocks and no coild is running$/m,
       );
     });
@@ -121,7 +95,7 @@ Deno.test("coil node list and remove against a real etcd", async (t) => {
           "10.1.0.32/27": [],
         });
         await putNode(client, prefix, "node2", { "10.1.0.64/27": ["10.1.0.65"] });
-        const out = assertOk(await coil(etcd, prefix, ["node", "remove", "node1"]));
+        const out = assertCliOk(await coil(etcd, prefix, ["node", "remove", "node1"]));
         assert.match(out, /^Released block 10\.1\.0\.0\/27 of pool "default" with 2 address\(es\)$/m);
         assert.match(out, /^Released block 10\.1\.0\.32\/27 of pool "default" with 0 address\(es\)$/m);
         assert.match(out, /^Removed node "node1": 2 block\(s\), 2 address\(es\)$/m);
@@ -130,7 +104,7 @@ Deno.test("coil node list and remove against a real etcd", async (t) => {
           "blocks/default/10.1.0.64_27",
           "pools/default",
         ]);
-        const again = assertOk(await coil(etcd, prefix, ["node", "remove", "node1"]));
+        const again = assertCliOk(await coil(etcd, prefix, ["node", "remove", "node1"]));
         assert.match(again, /^Node "node1" holds no blocks: nothing to release$/m, "idempotent");
       },
     );
@@ -148,7 +122,7 @@ Deno.test("coil node list and remove against a real etcd", async (t) => {
         );
         assert.equal((await keysUnder(client, prefix)).length, 3, "nothing changed");
         const forced = JSON.parse(
-          assertOk(await coil(etcd, prefix, ["node", "remove", "node1", "--force", "--json"])),
+          assertCliOk(await coil(etcd, prefix, ["node", "remove", "node1", "--force", "--json"])),
         );
         assert.deepEqual(forced, {
           node: "node1",
