@@ -26,17 +26,19 @@ export function familyBits(family: Family): 32 | 128 {
 const OCTET_REGEXP = /^(0|[1-9][0-9]{0,2})$/;
 const HEXTET_REGEXP = /^[0-9a-fA-F]{1,4}$/;
 
+// IPv4 paths use plain numbers (32 bits fit) and make one BigInt at the edge: route sync converts
+// tens of thousands of addresses, and BigInt arithmetic per octet was a visible part of its CPU.
 function parseIpv4(text: string): bigint | undefined {
   const parts = text.split(".");
   if (parts.length !== 4) return undefined;
-  let value = 0n;
+  let value = 0;
   for (const part of parts) {
     if (!OCTET_REGEXP.test(part)) return undefined;
     const octet = Number(part);
     if (octet > 255) return undefined;
-    value = (value << 8n) | BigInt(octet);
+    value = value * 256 + octet;
   }
-  return value;
+  return BigInt(value);
 }
 
 // `endsAddress`: only the group that ends the whole address may be dotted IPv4 (RFC 4291 §2.2), so
@@ -133,7 +135,8 @@ function prefixMask(family: Family, prefix: number): bigint {
 /** Formats an address: dotted IPv4, or RFC 5952 IPv6 (lower case, longest zero run as `::`). */
 export function formatIp(ip: IpAddress): string {
   if (ip.family === 4) {
-    return [24n, 16n, 8n, 0n].map((s) => String((ip.value >> s) & 0xffn)).join(".");
+    const n = Number(ip.value);
+    return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
   }
   const hextets = Array.from({ length: 8 }, (_, i) => Number((ip.value >> BigInt(112 - 16 * i)) & 0xffffn));
   let bestStart = -1, bestLen = 1;
@@ -209,10 +212,13 @@ export function blockOf(ip: IpAddress, blockPrefix: number): Cidr {
 
 /** The address as network-order bytes (4 or 16), e.g. for netlink attributes. */
 export function ipToBytes(ip: IpAddress): Uint8Array {
-  const length = ip.family === 4 ? 4 : 16;
-  const bytes = new Uint8Array(length);
+  if (ip.family === 4) {
+    const n = Number(ip.value);
+    return new Uint8Array([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
+  }
+  const bytes = new Uint8Array(16);
   let v = ip.value;
-  for (let i = length - 1; i >= 0; i--) {
+  for (let i = 15; i >= 0; i--) {
     bytes[i] = Number(v & 0xffn);
     v >>= 8n;
   }
@@ -224,6 +230,12 @@ export function ipFromBytes(bytes: Uint8Array): IpAddress {
   if (bytes.length !== 4 && bytes.length !== 16) {
     throw new RangeError(`An IP address has 4 or 16 bytes, not ${bytes.length}`);
   }
+  if (bytes.length === 4) {
+    return {
+      family: 4,
+      value: BigInt(((bytes[0] << 24) >>> 0) + (bytes[1] << 16) + (bytes[2] << 8) + bytes[3]),
+    };
+  }
   const value = bytes.reduce((acc, b) => (acc << 8n) | BigInt(b), 0n);
-  return { family: bytes.length === 4 ? 4 : 6, value };
+  return { family: 6, value };
 }
