@@ -13,8 +13,9 @@ if (Deno.env.get("CNI_COMMAND") !== undefined) {
   Deno.exit(await runCni());
 }
 
-const invokedAs = Deno.execPath().split("/").pop();
-const args = invokedAs === "coild" ? ["daemon", ...Deno.args] : Deno.args;
+// argv[0], not Deno.execPath(): the executable reached through a symlink named coild must see that name.
+const { argv0 } = (await import("node:process")).default;
+const args = argv0.split("/").pop() === "coild" ? ["daemon", ...Deno.args] : Deno.args;
 if (args[0] === "daemon") {
   const { runDaemon } = await load("./daemon/main.ts");
   Deno.exit(await runDaemon(args.slice(1)));
