@@ -64,7 +64,7 @@ export function createCniService(deps: CniServiceDeps): CniService {
       // The veth name derives from the pod's name, which a DEL may lack (a runtime that lost its
       // state): the allocation remembers the identity that ADD saw.
       const known = ipam.find(req.network, req.containerId, req.ifName);
-      podNetwork().destroy(
+      await podNetwork().destroy(
         known ? { ...req, podNamespace: known.podNamespace, podName: known.podName } : req,
       );
     }
@@ -107,7 +107,7 @@ export function createCniService(deps: CniServiceDeps): CniService {
         const released = await ipam.gc(req.network, req.validAttachments);
         for (const a of released) {
           try {
-            deps.podNetwork?.destroy(a);
+            await deps.podNetwork?.destroy(a);
           } catch (err) {
             log("warn", "gc: removing the pod network failed", { ...describe(a), error: err });
           }

@@ -14,6 +14,7 @@ import { errorReply } from "./errors.ts";
 import { createEtcdHealth } from "./etcd_health.ts";
 import { enableForwarding } from "./forwarding.ts";
 import { NodeLiveness } from "./liveness.ts";
+import { LinkDeleter } from "./link_deleter.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createPodNetwork, type PodNetwork } from "./pod_network.ts";
 import { reconcilePodNetworks } from "./reconcile.ts";
@@ -61,10 +62,12 @@ async function serve(config: DaemonConfig): Promise<number> {
     const exportBlocks = () => syncExport(exporter, ipam, log);
     ipam.onBlocksChanged(exportBlocks);
     exportBlocks();
+    const deleter = new LinkDeleter();
     const podNetwork = createPodNetwork({
       host,
       defaultHostRouteTable: config.podTableId,
       protocol: config.protocolId,
+      deleter,
     });
     recoverPodNetworks(host, podNetwork, ipam, config, log);
     // 3. Garbage collection: a first sweep (empty blocks; vanished netns are noted), then periodic ones.
@@ -103,6 +106,7 @@ async function serve(config: DaemonConfig): Promise<number> {
     log("info", "stopping");
     await sweeper.close();
     await server.close();
+    deleter.close();
     await liveness.close();
     await ipam.close();
     if (config.clearRoutesOnShutdown) {

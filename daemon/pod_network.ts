@@ -25,6 +25,7 @@ import { type Route, routeAdd, routeDump } from "../netlink/route.ts";
 import { NetlinkSocket } from "../netlink/socket.ts";
 import { CODE, DaemonError } from "./errors.ts";
 import { HostRouteTables } from "./host_route_tables.ts";
+import type { LinkDeleter } from "./link_deleter.ts";
 import { aliasOf, hostVethName, parseAlias } from "./veth_name.ts";
 
 export const GATEWAY_V4 = "169.254.1.1";
@@ -44,8 +45,11 @@ export interface PodNetwork {
   setup(req: AddRequest, allocation: Allocation): AddResult;
   /** @throws {DaemonError} naming the first missing or different piece. */
   check(req: CheckRequest, allocation: Allocation): void;
-  /** Removes the pod's veth (its routes go with it). Idempotent; fine when the netns is gone. */
-  destroy(attachment: Omit<Attachment, "network">): void;
+  /**
+   * Removes the pod's veth (its routes go with it), off the request loop when a LinkDeleter is given.
+   * Idempotent; fine when the netns is gone.
+   */
+  destroy(attachment: Omit<Attachment, "network">): Promise<void>;
   /** The host veths of pods that exist on this node, by name. */
   hostLinks(): Map<string, Link>;
 }
@@ -57,6 +61,8 @@ export interface PodNetworkOptions {
   defaultHostRouteTable: number;
   /** Protocol stamped on host routes, so that they can be told apart from others. */
   protocol: number;
+  /** Deletes veths on worker threads; without it, destroy() deletes on the calling thread. */
+  deleter?: LinkDeleter;
 }
 
 /** Creates the pod network component over a host-side netlink socket. */
@@ -142,11 +148,16 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
     });
   }
 
-  function destroy(attachment: Omit<Attachment, "network">): void {
+  async function destroy(attachment: Omit<Attachment, "network">): Promise<void> {
     const name = hostVethName(attachment);
-    const link = linkByName(host, name);
-    // Only our own link: after a pod was re-created, the same name may belong to its newer attachment.
-    if (link && (link.alias === undefined || link.alias === aliasOf(attachment))) deleteIfPresent(name);
+    const alias = aliasOf(attachment);
+    if (options.deleter) {
+      await options.deleter.delete(name, alias);
+    } else {
+      const link = linkByName(host, name);
+      // Only our own link: after a pod was re-created, the same name may belong to its newer attachment.
+      if (link && (link.alias === undefined || link.alias === alias)) deleteIfPresent(name);
+    }
     tables.dropUnused();
   }
 

@@ -110,7 +110,7 @@ export function startSweeper(options: SweeperOptions): Sweeper {
       const pods = options.podNetwork;
       // Only a veth tagged as this attachment's: in IPAM mode the calling plugin owns the interfaces.
       if (pods && [...pods.hostLinks().values()].some((l) => l.alias === aliasOf(allocation))) {
-        pods.destroy(allocation);
+        await pods.destroy(allocation);
       }
       const released = await ipam.release(allocation.network, allocation.containerId, allocation.ifName);
       if (!released) return false;

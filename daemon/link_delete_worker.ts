@@ -1,0 +1,30 @@
+// Worker side of link_deleter.ts: deletes host veths with its own netlink socket, so that the ~25 ms the
+// kernel takes per veth (RCU grace periods) block this thread, not coild's request loop.
+/// <reference lib="deno.worker" />
+
+import { isNotFound, NetlinkError } from "../netlink/errors.ts";
+import { linkByName, linkDel } from "../netlink/link.ts";
+import { NetlinkSocket } from "../netlink/socket.ts";
+import type { DeleteReply, DeleteRequest } from "./link_deleter.ts";
+
+// Opened when the worker starts: the thread was created by coild's main thread in the node's netns.
+const sock = new NetlinkSocket();
+
+self.onmessage = (event: MessageEvent<DeleteRequest>) => {
+  const { id, name, alias } = event.data;
+  let reply: DeleteReply;
+  try {
+    const link = linkByName(sock, name);
+    // Only our own link: after a pod was re-created, the same name may belong to its newer attachment.
+    const ours = link !== undefined && (link.alias === undefined || link.alias === alias);
+    if (ours) linkDel(sock, link.index);
+    reply = { id, deleted: ours };
+  } catch (err) {
+    if (isNotFound(err)) reply = { id, deleted: false };
+    else {reply = {
+        id,
+        error: err instanceof NetlinkError || err instanceof Error ? err.message : String(err),
+      };}
+  }
+  self.postMessage(reply);
+};
