@@ -35,6 +35,8 @@ export interface NodeOptions {
   subnets?: string[];
   args?: string[];
   nodeName?: string;
+  /** Runs in the node netns before coild starts, e.g. to add an uplink. */
+  setup?: (ns: TestNetns) => Promise<void>;
 }
 
 /** Creates the node netns (lo up, forwarding on), the pool, and starts coild. */
@@ -49,7 +51,9 @@ export async function startNode(options: NodeOptions): Promise<TestNode> {
   const ns = await createNetns();
   try {
     await ns.exec(["ip", "link", "set", "lo", "up"]);
+    // A node routes between its pods: what every Kubernetes node has.
     await ns.exec(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+    await options.setup?.(ns);
     const args = options.args ?? [];
     const run = (extra: string[] = []) =>
       startCoild({ etcd, prefix, node: ns, nodeName: options.nodeName, args: [...args, ...extra] });

@@ -6,14 +6,16 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import type { Etcd3 } from "etcd3";
 import { connectEtcd } from "../../ipam/etcd_client.ts";
-import { type Keys, keysFor } from "../../ipam/keys.ts";
-import { parsePool } from "../../ipam/pool.ts";
-import { PoolStore } from "../../ipam/pool_store.ts";
 import { type CniOutcome, runCni } from "../helpers/cni.ts";
-import { startCoild, type TestCoild } from "../helpers/coild.ts";
 import { startEtcd, type TestEtcd } from "../helpers/etcd.ts";
-import { createNetns, removeLeftoverNetns, type TestNetns } from "../helpers/netns.ts";
-import { createPod, NETWORK, type TestPod as Pod } from "./_lifecycle_fixture.ts";
+import { removeLeftoverNetns, type TestNetns } from "../helpers/netns.ts";
+import {
+  createPod,
+  NETWORK,
+  startNode as startLifecycleNode,
+  type TestNode as Node,
+  type TestPod as Pod,
+} from "./_lifecycle_fixture.ts";
 
 await removeLeftoverNetns();
 
@@ -23,40 +25,27 @@ const CHECK_VERSIONS = VERSIONS.filter((v) => v !== "0.3.1");
 const SUBNETS = ["10.100.0.0/16", "fd00:100::/112"];
 const PROTOCOL = "30";
 
-/** A node: its netns, a coild in it, and its etcd prefix. */
-interface Node extends AsyncDisposable {
-  ns: TestNetns;
-  coild: TestCoild;
-  prefix: string;
-  keys: Keys;
-  /** Stops coild; `start()` runs a new one (a new socket path). */
-  stop(): Promise<void>;
-  start(): Promise<void>;
-}
-
 let etcd: TestEtcd;
 let client: Etcd3;
 
-async function startNode(
+/** A node with pool `default` over SUBNETS; `uplinkMtu` adds a veth uplink as its default route. */
+function startNode(
   options: { coildArgs?: string[]; uplinkMtu?: number; uplinkFamily?: 4 | 6 } = {},
 ): Promise<Node> {
-  const prefix = etcd.newPrefix();
-  await new PoolStore(client, prefix).createPool(
-    parsePool("default", { subnets: SUBNETS, blockSizeBits: 5 }),
-  );
-  const ns = await createNetns();
-  try {
-    await ns.exec(["ip", "link", "set", "lo", "up"]);
-    // A node routes between its pods: what every Kubernetes node has.
-    await ns.exec(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
-    if (options.uplinkMtu !== undefined) {
+  const { uplinkMtu, uplinkFamily = 4 } = options;
+  return startLifecycleNode({
+    etcd,
+    client,
+    subnets: SUBNETS,
+    args: options.coildArgs,
+    setup: uplinkMtu === undefined ? undefined : async (ns) => {
       await ns.exec([
         "ip",
         "link",
         "add",
         "up0",
         "mtu",
-        String(options.uplinkMtu),
+        String(uplinkMtu),
         "type",
         "veth",
         "peer",
@@ -65,35 +54,9 @@ async function startNode(
       ]);
       await ns.exec(["ip", "link", "set", "up0", "up"]);
       await ns.exec(["ip", "link", "set", "up1", "up"]);
-      const family = options.uplinkFamily ?? 4;
-      await ns.exec(["ip", `-${family}`, "route", "add", "default", "dev", "up0"]);
-    }
-    const args = options.coildArgs ?? [];
-    let coild = await startCoild({ etcd, prefix, node: ns, args });
-    const node: Node = {
-      ns,
-      get coild() {
-        return coild;
-      },
-      prefix,
-      keys: keysFor(prefix),
-      async stop() {
-        const status = await coild.stop();
-        assert.equal(status.code, 0, `coild exited with ${status.code}:\n${coild.log()}`);
-      },
-      async start() {
-        coild = await startCoild({ etcd, prefix, node: ns, args });
-      },
-      async [Symbol.asyncDispose]() {
-        await coild.stop();
-        await ns[Symbol.asyncDispose]();
-      },
-    };
-    return node;
-  } catch (err) {
-    await ns[Symbol.asyncDispose]();
-    throw err;
-  }
+      await ns.exec(["ip", `-${uplinkFamily}`, "route", "add", "default", "dev", "up0"]);
+    },
+  });
 }
 
 function expectedVeth(pod: Pod): string {

@@ -71,6 +71,7 @@ export function runCoil(env: Record<string, string>, stdin: string | Uint8Array 
   return exec(COIL, [], { PATH: SYSTEM_PATH, ...env }, stdin);
 }
 
+/** Spawns `cmd` with exactly `env`, writes `stdin`, and collects its exit code and output. */
 async function exec(
   cmd: string,
   args: string[],
