@@ -43,7 +43,8 @@ async function serve(config: DaemonConfig): Promise<number> {
   log("info", "starting", { node: config.nodeName, socket: config.socket, etcd: config.etcd.endpoints });
   const client = await connectEtcd(config.etcd);
   try {
-    if (!await waitUntilEtcdAnswers(client, log, stop.promise)) return 0;
+    const probeKey = keysFor(config.etcd.prefix).node(config.nodeName);
+    if (!await waitUntilEtcdAnswers(client, probeKey, log, stop.promise)) return 0;
     // 1. State from etcd: this node's blocks and every address in them.
     const ipam = await createNodeIpam({
       client,
@@ -91,7 +92,7 @@ async function serve(config: DaemonConfig): Promise<number> {
     // 4. Only now the socket: no request can see a half-recovered node.
     const etcdHealth = createEtcdHealth({
       client,
-      probeKey: keysFor(config.etcd.prefix).node(config.nodeName),
+      probeKey,
     });
     const service = createCniService({ ipam, podNetwork, etcdHealth, log });
     const server = await serveSocket(config.socket, async (line) => {
@@ -155,6 +156,7 @@ function syncExport(exporter: RouteExporter, ipam: NodeIpam, log: Logger): void 
 /** Waits for etcd, logging every failed attempt; false when told to stop first. */
 async function waitUntilEtcdAnswers(
   client: Parameters<typeof waitForEtcd>[0],
+  probeKey: string,
   log: Logger,
   stopped: Promise<void>,
 ): Promise<boolean> {
@@ -162,7 +164,7 @@ async function waitUntilEtcdAnswers(
   stopped.then(() => stop = true);
   while (!stop) {
     try {
-      await waitForEtcd(client, 5000);
+      await waitForEtcd(client, probeKey, 5000);
       return true;
     } catch (err) {
       log("warn", "waiting for etcd", { error: err });

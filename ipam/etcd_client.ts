@@ -101,15 +101,16 @@ async function readPem(path: string | undefined, flag: string) {
 }
 
 /**
- * Waits until etcd answers a read, polling every 200 ms.
+ * Waits until etcd answers a read of `probeKey`, polling every 200 ms. The key should lie under Coil's
+ * prefix: an etcd user may be granted that prefix only, as Coil v1's deployments did.
  * @throws {IpamError} kind "unavailable" after `timeoutMs`.
  */
-export async function waitForEtcd(client: Etcd3, timeoutMs: number): Promise<void> {
+export async function waitForEtcd(client: Etcd3, probeKey: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
     try {
-      await client.get("health-probe").exists();
+      await client.get(probeKey).exists();
       return;
     } catch (err) {
       last = err;
