@@ -20,8 +20,8 @@ import type { PodNetwork } from "./pod_network.ts";
 
 export interface CniServiceDeps {
   ipam: NodeIpam;
-  /** Main-plugin mode; absent when coild runs without kernel access (IPAM-only). */
-  podNetwork?: PodNetwork;
+  /** The pod's veth and routes, in main-plugin mode. */
+  podNetwork: PodNetwork;
   /**
    * Whether etcd answers (cached). STATUS needs it: the pool check alone is served from a cache that
    * outlives an etcd outage.
@@ -36,21 +36,14 @@ export type CniService = (req: ApiRequest) => Promise<ApiReply>;
 /** Builds the request handler of coild. */
 export function createCniService(deps: CniServiceDeps): CniService {
   const queue = new KeyedQueue();
-  const { ipam, log } = deps;
-
-  function podNetwork(): PodNetwork {
-    if (!deps.podNetwork) {
-      throw new DaemonError(CODE.invalidConfig, "coild runs without pod networking (IPAM only)");
-    }
-    return deps.podNetwork;
-  }
+  const { ipam, podNetwork, log } = deps;
 
   async function add(req: AddRequest): Promise<ApiReply> {
-    if (req.mode === "main") podNetwork().verifyNetns(req.netns);
+    if (req.mode === "main") podNetwork.verifyNetns(req.netns);
     const allocation = await ipam.allocate(req);
     if (req.mode === "ipam") return { ok: true, result: ipamResult(allocation) };
     try {
-      return { ok: true, result: podNetwork().setup(req, allocation) };
+      return { ok: true, result: podNetwork.setup(req, allocation) };
     } catch (err) {
       await ipam.release(req.network, req.containerId, req.ifName).catch((releaseErr) =>
         log("error", "release after failed setup failed", { containerId: req.containerId, error: releaseErr })
@@ -64,7 +57,7 @@ export function createCniService(deps: CniServiceDeps): CniService {
       // The veth name derives from the pod's name, which a DEL may lack (a runtime that lost its
       // state): the allocation remembers the identity that ADD saw.
       const known = ipam.find(req.network, req.containerId, req.ifName);
-      await podNetwork().destroy(
+      await podNetwork.destroy(
         known ? { ...req, podNamespace: known.podNamespace, podName: known.podName } : req,
       );
     }
@@ -91,7 +84,7 @@ export function createCniService(deps: CniServiceDeps): CniService {
         }`,
       );
     }
-    if (req.mode === "main") podNetwork().check(req, allocation);
+    if (req.mode === "main") podNetwork.check(req, allocation);
     return { ok: true };
   }
 
@@ -107,7 +100,7 @@ export function createCniService(deps: CniServiceDeps): CniService {
         const released = await ipam.gc(req.network, req.validAttachments);
         for (const a of released) {
           try {
-            await deps.podNetwork?.destroy(a);
+            await podNetwork.destroy(a);
           } catch (err) {
             log("warn", "gc: removing the pod network failed", { ...describe(a), error: err });
           }
