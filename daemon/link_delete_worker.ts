@@ -6,6 +6,7 @@ import { isNotFound, NetlinkError } from "../netlink/errors.ts";
 import { linkByName, linkDel } from "../netlink/link.ts";
 import { NetlinkSocket } from "../netlink/socket.ts";
 import type { DeleteReply, DeleteRequest } from "./link_deleter.ts";
+import { isAttachmentLink } from "./veth_name.ts";
 
 // Opened when the worker starts: the thread was created by coild's main thread in the node's netns.
 const sock = new NetlinkSocket();
@@ -15,8 +16,7 @@ self.onmessage = (event: MessageEvent<DeleteRequest>) => {
   let reply: DeleteReply;
   try {
     const link = linkByName(sock, name);
-    // Only our own link: after a pod was re-created, the same name may belong to its newer attachment.
-    const ours = link !== undefined && (link.alias === undefined || link.alias === alias);
+    const ours = link !== undefined && isAttachmentLink(link.alias, alias);
     if (ours) linkDel(sock, link.index);
     reply = { id, deleted: ours };
   } catch (err) {

@@ -26,7 +26,7 @@ import { NetlinkSocket } from "../netlink/socket.ts";
 import { CODE, DaemonError } from "./errors.ts";
 import { HostRouteTables } from "./host_route_tables.ts";
 import type { LinkDeleter } from "./link_deleter.ts";
-import { aliasOf, hostVethName, parseAlias } from "./veth_name.ts";
+import { aliasOf, hostVethName, isAttachmentLink, parseAlias } from "./veth_name.ts";
 
 export const GATEWAY_V4 = "169.254.1.1";
 export const GATEWAY_V6 = "fe80::1";
@@ -155,8 +155,7 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
       await options.deleter.delete(name, alias);
     } else {
       const link = linkByName(host, name);
-      // Only our own link: after a pod was re-created, the same name may belong to its newer attachment.
-      if (link && (link.alias === undefined || link.alias === alias)) deleteIfPresent(name);
+      if (link && isAttachmentLink(link.alias, alias)) deleteIfPresent(name);
     }
     tables.dropUnused();
   }

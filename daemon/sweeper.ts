@@ -10,7 +10,7 @@ import { aliasOf } from "./veth_name.ts";
 
 export interface SweeperOptions {
   ipam: Pick<NodeIpam, "allocations" | "find" | "release" | "releaseEmptyBlocks">;
-  /** Absent in IPAM-only mode. */
+  /** Optional so that the grace logic can be tested without a kernel; coild always passes it. */
   podNetwork?: Pick<PodNetwork, "destroy" | "hostLinks">;
   /** Re-syncs the export table from the owned blocks; must not throw. */
   syncExport: () => void;

@@ -39,6 +39,15 @@ export function aliasOf(a: { containerId: string; ifName: string }): string {
   return `${ALIAS_PREFIX}sha256-${digest}:${a.ifName}`;
 }
 
+/**
+ * Whether a link with the attachment's veth name may be deleted for it: after a pod was re-created, the
+ * same name may belong to its newer attachment, whose alias differs. An untagged link is a leftover of
+ * an ADD that crashed between creating and tagging it.
+ */
+export function isAttachmentLink(linkAlias: string | undefined, alias: string): boolean {
+  return linkAlias === undefined || linkAlias === alias;
+}
+
 /** Parses an alias written by aliasOf(); undefined for other links. */
 export function parseAlias(alias: string | undefined): { containerId: string; ifName: string } | undefined {
   if (!alias?.startsWith(ALIAS_PREFIX)) return undefined;
