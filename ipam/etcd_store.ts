@@ -70,6 +70,11 @@ export interface IpamStore {
   releaseAddresses(addresses: { key: string; revision: string }[]): Promise<string[]>;
   /** One txn deleting the block if its ModRevision is unchanged and its address range is empty. */
   releaseBlock(guard: BlockGuard): Promise<{ released: true } | { released: false; state: BlockState }>;
+  /**
+   * One txn deleting the block and every address in it if its ModRevision is unchanged (`coil node
+   * remove`, for a dead node). @returns how many address keys went, or false when the block changed.
+   */
+  removeBlock(guard: BlockGuard): Promise<{ removed: true; addresses: number } | { removed: false }>;
 }
 
 /** How long starting a watch may take before it counts as etcd being unavailable. */
@@ -265,6 +270,19 @@ export function createEtcdStore(client: Etcd3, prefix: string): IpamStore {
         released: false,
         state: blockState(guard.pool, guard.cidr, res.responses[0], res.responses[1]),
       };
+    },
+    async removeBlock(guard) {
+      const blockKey = keys.block(guard.pool, guard.cidr);
+      const res = await txn(
+        [{ key: Buffer.from(blockKey), target: "Mod", result: "Equal", mod_revision: guard.revision }],
+        [
+          { request_delete_range: rangeOf(keys.addressesOfBlock(guard.cidr), true) },
+          { request_delete_range: { key: Buffer.from(blockKey) } },
+        ],
+        [],
+      );
+      if (!res.succeeded) return { removed: false };
+      return { removed: true, addresses: Number(res.responses[0].response_delete_range.deleted) };
     },
   };
 }

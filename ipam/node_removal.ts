@@ -1,13 +1,12 @@
 // Removing a node from Coil's state: every block it owns goes back to its pool together with the
 // addresses in it, one txn per block, refused while the node's coild is alive (its liveness key exists).
 
-import { Buffer } from "node:buffer";
 import type { Etcd3 } from "etcd3";
 import type { Cidr } from "./cidr.ts";
 import { unavailable } from "./etcd_client.ts";
 import { createEtcdStore } from "./etcd_store.ts";
 import { IpamError } from "./errors.ts";
-import { keysFor, prefixRangeEnd } from "./keys.ts";
+import { keysFor } from "./keys.ts";
 
 export interface RemovedBlock {
   pool: string;
@@ -61,32 +60,9 @@ export async function removeNode(
   const removed: RemovedBlock[] = [];
   for (let block of blocks.filter((b) => b.record.node === node)) {
     for (let attempt = 1;; attempt++) {
-      const addressRange = keys.addressesOfBlock(block.cidr);
-      let res;
-      try {
-        res = await client.kv.txn({
-          compare: [{
-            key: Buffer.from(block.key),
-            target: "Mod",
-            result: "Equal",
-            mod_revision: block.revision,
-          }],
-          success: [
-            {
-              request_delete_range: {
-                key: Buffer.from(addressRange),
-                range_end: Buffer.from(prefixRangeEnd(addressRange)),
-              },
-            },
-            { request_delete_range: { key: Buffer.from(block.key) } },
-          ],
-        });
-      } catch (err) {
-        throw unavailable(err);
-      }
-      if (res.succeeded) {
-        const addresses = Number(res.responses[0].response_delete_range.deleted);
-        removed.push({ pool: block.pool, block: block.cidr, addresses });
+      const outcome = await store.removeBlock(block);
+      if (outcome.removed) {
+        removed.push({ pool: block.pool, block: block.cidr, addresses: outcome.addresses });
         break;
       }
       const fresh = (await store.readBlock(block.pool, block.cidr)).block;
