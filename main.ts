@@ -20,5 +20,13 @@ if (args[0] === "daemon") {
   const { runDaemon } = await load("./daemon/main.ts");
   Deno.exit(await runDaemon(args.slice(1)));
 }
+if (args[0] === "install" || args[0] === "uninstall") {
+  const { runInstaller } = await load("./daemon/install/main.ts");
+  Deno.exit(await runInstaller(args));
+}
+if (args[0] === "version" || args[0] === "--version") {
+  const { runVersion } = await load("./daemon/install/version.ts");
+  Deno.exit(runVersion(args.slice(1)));
+}
 const { runAdmin } = await load("./ipam/admin/main.ts");
 Deno.exit(await runAdmin(args));

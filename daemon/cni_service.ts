@@ -1,5 +1,6 @@
-// What coild does for each CNI verb: allocate then set up (undoing the allocation when setup fails),
-// destroy then release, and so on. No node-wide lock: only calls for the same container are queued.
+// What coild does for each CNI verb: allocate then set up (undoing only what the call itself made when
+// setup fails), and every teardown (DEL, GC) in one order: the pod network, then the addresses. No
+// node-wide lock: only calls for the same container are queued.
 
 import type {
   AddRequest,
@@ -9,17 +10,23 @@ import type {
   Attachment,
   CheckRequest,
   DelRequest,
+  GcRequest,
 } from "../cni/api.ts";
 import { formatIp } from "../ipam/cidr.ts";
 import type { Allocation, NodeIpam } from "../ipam/node_ipam.ts";
 import { CODE, DaemonError, errorReply } from "./errors.ts";
 import type { EtcdHealth } from "./etcd_health.ts";
-import { KeyedQueue } from "./keyed_queue.ts";
+import type { KeyedQueue } from "./keyed_queue.ts";
 import type { Logger } from "./log.ts";
 import type { PodNetwork } from "./pod_network.ts";
+import type { Teardown } from "./teardown.ts";
+import { aliasesOf } from "./veth_name.ts";
 
 export interface CniServiceDeps {
   ipam: NodeIpam;
+  /** Calls for one container run one at a time; shared with the sweep, which tears down too. */
+  queue: KeyedQueue;
+  teardown: Teardown;
   /** The pod's veth and routes, in main-plugin mode. */
   podNetwork: PodNetwork;
   /**
@@ -35,33 +42,46 @@ export type CniService = (req: ApiRequest) => Promise<ApiReply>;
 
 /** Builds the request handler of coild. */
 export function createCniService(deps: CniServiceDeps): CniService {
-  const queue = new KeyedQueue();
-  const { ipam, podNetwork, log } = deps;
+  const { ipam, podNetwork, queue, teardown, log } = deps;
 
   async function add(req: AddRequest): Promise<ApiReply> {
-    if (req.mode === "main") podNetwork.verifyNetns(req.netns);
+    if (req.mode === "main") podNetwork.verifyNetns(req.netns, req.ifName);
+    const earlier = ipam.find(req.network, req.containerId, req.ifName);
     const allocation = await ipam.allocate(req);
     if (req.mode === "ipam") return { ok: true, result: ipamResult(allocation) };
+    // A repeated ADD names the veth after the pod the first ADD saw, whatever CNI_ARGS it carries now.
+    const pod = asRecorded(req, earlier);
+    const intact = earlier && podNetwork.existing(pod, allocation);
+    if (intact) return { ok: true, result: intact };
     try {
-      return { ok: true, result: podNetwork.setup(req, allocation) };
+      return { ok: true, result: podNetwork.setup(pod, allocation, isStaleAlias) };
     } catch (err) {
-      await ipam.release(req.network, req.containerId, req.ifName).catch((releaseErr) =>
-        log("error", "release after failed setup failed", { containerId: req.containerId, error: releaseErr })
-      );
+      // Only what this call made is undone: an earlier ADD's allocation stays with its pod.
+      if (!earlier) {
+        await ipam.release(req.network, req.containerId, req.ifName).catch((releaseErr) =>
+          log("error", "release after failed setup failed", {
+            containerId: req.containerId,
+            error: releaseErr,
+          })
+        );
+      }
       throw err;
     }
   }
 
+  /**
+   * Whether a host veth tagged `alias` may be replaced by another attachment's ADD: no allocation holds
+   * it, or the one that does has lost its netns (a sandbox whose DEL has not come yet).
+   */
+  function isStaleAlias(alias: string): boolean {
+    const owner = ipam.allocations().find((a) => aliasesOf(a).includes(alias));
+    return !owner || !netnsExists(owner.netns);
+  }
+
   async function del(req: DelRequest): Promise<ApiReply> {
-    if (req.mode === "main") {
-      // The veth name derives from the pod's name, which a DEL may lack (a runtime that lost its
-      // state): the allocation remembers the identity that ADD saw.
-      const known = ipam.find(req.network, req.containerId, req.ifName);
-      await podNetwork.destroy(
-        known ? { ...req, podNamespace: known.podNamespace, podName: known.podName } : req,
-      );
-    }
-    await ipam.release(req.network, req.containerId, req.ifName);
+    const known = ipam.find(req.network, req.containerId, req.ifName);
+    if (req.mode === "main") await teardown.now(asRecorded(req, known));
+    else await ipam.release(req.network, req.containerId, req.ifName);
     return { ok: true };
   }
 
@@ -84,7 +104,23 @@ export function createCniService(deps: CniServiceDeps): CniService {
         }`,
       );
     }
-    if (req.mode === "main") podNetwork.check(req, allocation);
+    if (req.mode === "main") podNetwork.check(asRecorded(req, allocation), allocation);
+    return { ok: true };
+  }
+
+  /** GC: every allocation of the network that the runtime does not list goes, pod network first. */
+  async function gc(req: GcRequest): Promise<ApiReply> {
+    const kept = new Set(req.validAttachments.map((a) => `${a.containerId}\n${a.ifName}`));
+    const victims = ipam.allocations().filter((a) =>
+      a.network === req.network && !kept.has(`${a.containerId}\n${a.ifName}`)
+    );
+    const results = await Promise.allSettled(victims.map(async (a) => {
+      if (await teardown.expire(a)) {
+        log("info", "released", { reason: "gc: not a valid attachment", ...describe(a) });
+      }
+    }));
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
     return { ok: true };
   }
 
@@ -96,22 +132,12 @@ export function createCniService(deps: CniServiceDeps): CniService {
         return await del(req);
       case "check":
         return check(req);
-      case "gc": {
-        const released = await ipam.gc(req.network, req.validAttachments);
-        for (const a of released) {
-          try {
-            await podNetwork.destroy(a);
-          } catch (err) {
-            log("warn", "gc: removing the pod network failed", { ...describe(a), error: err });
-          }
-          log("info", "released", { reason: "gc: not a valid attachment", ...describe(a) });
-        }
-        return { ok: true };
-      }
+      case "gc":
+        return await gc(req);
       case "status": {
         const etcd = await deps.etcdHealth();
         if (!etcd.ok) throw new DaemonError(CODE.statusUnavailable, etcd.reason ?? "etcd is unreachable");
-        const status = await ipam.canServe("");
+        const status = await ipam.canServeAny();
         if (!status.ok) {
           throw new DaemonError(CODE.statusUnavailable, status.reason ?? "coild cannot serve ADD");
         }
@@ -141,6 +167,22 @@ export function createCniService(deps: CniServiceDeps): CniService {
     log(reply.ok ? "info" : "warn", "request", fields);
     return reply;
   };
+}
+
+/** The request with the pod identity that the attachment's ADD recorded, when there is one. */
+function asRecorded<T extends Attachment>(req: T, recorded: Allocation | undefined): T {
+  return recorded ? { ...req, podNamespace: recorded.podNamespace, podName: recorded.podName } : req;
+}
+
+/** Whether a netns path exists; only "not found" counts as gone (lstat does not open, so never blocks). */
+function netnsExists(path: string): boolean {
+  if (!path) return false;
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch (err) {
+    return !(err instanceof Deno.errors.NotFound);
+  }
 }
 
 function describe(a: Attachment | Allocation) {

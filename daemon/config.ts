@@ -4,6 +4,7 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_SOCKET } from "../cni/api.ts";
 import type { EtcdOptions } from "../ipam/etcd_client.ts";
+import { type ListenAddress, parseListenAddress } from "./http_server.ts";
 import { addEtcdOptions, type EtcdFlagValues, etcdOptionsFrom } from "../ipam/admin/etcd_flags.ts";
 
 export interface DaemonConfig {
@@ -20,7 +21,14 @@ export interface DaemonConfig {
   sweepGraceSeconds: number;
   /** TTL of the lease that keeps this node's liveness key: how long a crashed coild still looks alive. */
   nodeLeaseTtlSeconds: number;
+  /**
+   * TTL of the lease behind this node's fence key, which outlives clean stops: how long after coild's
+   * last sign of life `coil node remove` still refuses the node without --force.
+   */
+  nodeDeadAfterSeconds: number;
   clearRoutesOnShutdown: boolean;
+  /** `--metrics-address`: where /metrics, /healthz and /readyz are served; undefined: disabled. */
+  metricsAddress?: ListenAddress;
   verbose: boolean;
 }
 
@@ -108,10 +116,33 @@ export function daemonCommand(action: (config: DaemonConfig) => Promise<void>): 
     )
     .addOption(
       env(
+        "--node-dead-after <seconds>",
+        "how long after coild was last alive (running, paused or cut off from etcd) its node may be " +
+          "removed without --force: far longer than any pause or restart",
+        "COIL_NODE_DEAD_AFTER",
+      ).argParser(positive("the node dead-after time")).default(600),
+    )
+    .addOption(
+      env(
         "--clear-routes-on-shutdown",
         "empty the export table when coild stops (for decommissioning a node)",
         "COIL_CLEAR_ROUTES_ON_SHUTDOWN",
       ),
+    )
+    .addOption(
+      env(
+        "--metrics-address <host:port>",
+        "where to serve /metrics, /healthz and /readyz (HTTP); empty disables",
+        "COIL_METRICS_ADDRESS",
+      )
+        .argParser((text: string) => {
+          try {
+            return text === "" ? "" : parseListenAddress(text);
+          } catch (err) {
+            throw new InvalidArgumentError((err as Error).message);
+          }
+        })
+        .default(parseListenAddress("127.0.0.1:9384"), "127.0.0.1:9384"),
     )
     .addOption(env("--verbose", "log debug events too", "COIL_VERBOSE"))
     .showHelpAfterError()
@@ -135,7 +166,9 @@ export function daemonCommand(action: (config: DaemonConfig) => Promise<void>): 
       sweepIntervalSeconds: values.sweepInterval as number,
       sweepGraceSeconds: values.sweepGrace as number,
       nodeLeaseTtlSeconds: values.nodeLeaseTtl as number,
+      nodeDeadAfterSeconds: values.nodeDeadAfter as number,
       clearRoutesOnShutdown: Boolean(values.clearRoutesOnShutdown),
+      metricsAddress: (values.metricsAddress as ListenAddress | "") || undefined,
       verbose: Boolean(values.verbose),
     });
   });

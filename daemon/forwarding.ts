@@ -3,19 +3,20 @@
 // ignores router advertisements on interfaces whose accept_ra is 1: nodes that take their IPv6 default
 // route from RAs need accept_ra=2 on the uplink (docs/bird.md says so).
 
+import { readSysctl, writeSysctl } from "../netlink/sysctl.ts";
 import type { Logger } from "./log.ts";
 
-const SYSCTLS = ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"];
+const SYSCTLS = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"];
 
 /** Writes 1 to the forwarding sysctls that are not 1 yet; a failure is logged (IPv6 may be disabled). */
 export function enableForwarding(log: Logger): void {
-  for (const path of SYSCTLS) {
+  for (const name of SYSCTLS) {
     try {
-      if (Deno.readTextFileSync(path).trim() === "1") continue;
-      Deno.writeTextFileSync(path, "1\n");
-      log("info", "forwarding enabled", { sysctl: path });
+      if (readSysctl(name) === "1") continue;
+      writeSysctl(name, "1");
+      log("info", "forwarding enabled", { sysctl: name });
     } catch (err) {
-      log("warn", "cannot enable forwarding", { sysctl: path, error: err });
+      log("warn", "cannot enable forwarding", { sysctl: name, error: err });
     }
   }
 }

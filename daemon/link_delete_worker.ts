@@ -12,11 +12,11 @@ import { isAttachmentLink } from "./veth_name.ts";
 const sock = new NetlinkSocket();
 
 self.onmessage = (event: MessageEvent<DeleteRequest>) => {
-  const { id, name, alias } = event.data;
+  const { id, name, aliases } = event.data;
   let reply: DeleteReply;
   try {
     const link = linkByName(sock, name);
-    const ours = link !== undefined && isAttachmentLink(link.alias, alias);
+    const ours = link !== undefined && isAttachmentLink(link.alias, aliases);
     if (ours) linkDel(sock, link.index);
     reply = { id, deleted: ours };
   } catch (err) {

@@ -3,11 +3,11 @@
 // a burst of DELs would stall every other pod's ADD behind them. A few workers, each with its own socket,
 // also let the kernel overlap the deletions, as separate ptp processes do.
 
-/** A request to a worker: delete link `name` if its alias is `alias` (or it has none). */
+/** A request to a worker: delete link `name` if its alias is one of `aliases` (or it has none). */
 export interface DeleteRequest {
   id: number;
   name: string;
-  alias: string;
+  aliases: string[];
 }
 
 /** A worker's answer: whether it deleted the link, or the error's message. */
@@ -30,16 +30,16 @@ export class LinkDeleter {
   }
 
   /**
-   * Deletes the link named `name` when its alias is `alias` or it has none. Idempotent: a missing link
-   * or another attachment's link resolves to false.
+   * Deletes the link named `name` when its alias is one of `aliases` or it has none. Idempotent: a
+   * missing link or another attachment's link resolves to false.
    * @throws {Error} with the kernel's refusal.
    */
-  delete(name: string, alias: string): Promise<boolean> {
+  delete(name: string, aliases: string[]): Promise<boolean> {
     const id = ++this.#lastId;
     const { promise, resolve, reject } = Promise.withResolvers<boolean>();
     this.#pending.set(id, { resolve, reject });
     const worker = this.#workers[this.#next++ % this.#workers.length];
-    worker.postMessage({ id, name, alias } satisfies DeleteRequest);
+    worker.postMessage({ id, name, aliases } satisfies DeleteRequest);
     return promise;
   }
 

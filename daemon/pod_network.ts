@@ -20,13 +20,13 @@ import {
   linkSetAlias,
   linkSetUp,
 } from "../netlink/link.ts";
-import { closeNetns, openNetns } from "../netlink/netns.ts";
+import { closeNetns, isOwnNetns, NotNetnsError, openNetns } from "../netlink/netns.ts";
 import { type Route, routeAdd, routeDump } from "../netlink/route.ts";
 import { NetlinkSocket } from "../netlink/socket.ts";
 import { CODE, DaemonError } from "./errors.ts";
 import { HostRouteTables } from "./host_route_tables.ts";
 import type { LinkDeleter } from "./link_deleter.ts";
-import { aliasOf, hostVethName, isAttachmentLink, parseAlias } from "./veth_name.ts";
+import { aliasesOf, aliasOf, hostVethName, isAttachmentLink, isCoilAlias } from "./veth_name.ts";
 
 export const GATEWAY_V4 = "169.254.1.1";
 export const GATEWAY_V6 = "fe80::1";
@@ -36,21 +36,28 @@ const DEFAULT_MTU = 1500;
 /** Sets up, verifies and removes pod networks. Every method runs its kernel work synchronously. */
 export interface PodNetwork {
   /**
-   * Verifies that the pod's netns exists and is a network namespace, so that ADD can refuse before it
-   * allocates (and perhaps claims a block) for a pod that cannot be set up.
-   * @throws {DaemonError} code 5 naming the path.
+   * Verifies, before ADD allocates (and perhaps claims a block), that the pod can be set up: its netns
+   * exists, is a network namespace and is not coild's own, and no other interface in it carries Coil's
+   * routes (main mode gives a pod one interface: a second one's gateway routes would collide).
+   * @throws {DaemonError} code 5 naming the path, or 7 for a second interface.
    */
-  verifyNetns(path: string): void;
-  /** Creates the pod's interfaces and routes; removes what it made when a step fails. */
-  setup(req: AddRequest, allocation: Allocation): AddResult;
+  verifyNetns(path: string, ifName: string): void;
+  /**
+   * Creates the pod's interfaces and routes; removes what it made when a step fails. A link already
+   * holding the host veth's name is replaced when it is this attachment's or `replaceable(alias)` says
+   * it is stale; otherwise the ADD fails without touching it.
+   */
+  setup(req: AddRequest, allocation: Allocation, replaceable: (alias: string) => boolean): AddResult;
+  /** The result of an earlier setup() that is still intact (a repeated ADD), or undefined. */
+  existing(req: AddRequest, allocation: Allocation): AddResult | undefined;
   /** @throws {DaemonError} naming the first missing or different piece. */
   check(req: CheckRequest, allocation: Allocation): void;
   /**
    * Removes the pod's veth (its routes go with it), off the request loop when a LinkDeleter is given.
-   * Idempotent; fine when the netns is gone.
+   * Only a veth tagged as this attachment's (or untagged) goes. Idempotent; fine when the netns is gone.
    */
-  destroy(attachment: Omit<Attachment, "network">): Promise<void>;
-  /** The host veths of pods that exist on this node, by name. */
+  destroy(attachment: Attachment): Promise<void>;
+  /** The host veths that coild tagged, by name. */
   hostLinks(): Map<string, Link>;
 }
 
@@ -71,11 +78,15 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
   const tables = new HostRouteTables(host, protocol);
   const tableFor = (requested: number) => requested || options.defaultHostRouteTable || MAIN_TABLE;
 
-  function setup(req: AddRequest, allocation: Allocation): AddResult {
+  function setup(
+    req: AddRequest,
+    allocation: Allocation,
+    replaceable: (alias: string) => boolean,
+  ): AddResult {
     const name = hostVethName(req);
     const table = tableFor(req.hostRouteTable);
     return withPodNetns(req.netns, (pod) => {
-      removeStale(name);
+      freeHostName(name, req, replaceable);
       const mtu = req.mtu || defaultRouteMtu(host);
       // Undo steps, run in reverse order when a later step fails. Deleting the veth takes its
       // addresses and routes along (on both ends); the rules go once no route needs them.
@@ -100,11 +111,25 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
     });
   }
 
+  function existing(req: AddRequest, allocation: Allocation): AddResult | undefined {
+    try {
+      check({ ...req, verb: "check", prevIps: [] }, allocation);
+    } catch (err) {
+      if (err instanceof DaemonError) return undefined;
+      throw err;
+    }
+    const hostLink = linkByName(host, hostVethName(req))!;
+    return withPodNetns(req.netns, ({ sock }) => {
+      const podLink = linkByName(sock, req.ifName)!;
+      return result(hostLink, podLink, req.netns, allocation.addresses);
+    });
+  }
+
   function check(req: CheckRequest, allocation: Allocation): void {
     const name = hostVethName(req);
     const hostLink = linkByName(host, name);
     if (!hostLink?.up) throw checkFailed(`host veth "${name}" is ${hostLink ? "down" : "missing"}`);
-    if (hostLink.alias !== aliasOf(req)) {
+    if (!hostLink.alias || !aliasesOf(req).includes(hostLink.alias)) {
       throw checkFailed(
         `host veth "${name}" belongs to another attachment (alias "${hostLink.alias ?? ""}")`,
       );
@@ -148,25 +173,38 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
     });
   }
 
-  async function destroy(attachment: Omit<Attachment, "network">): Promise<void> {
+  async function destroy(attachment: Attachment): Promise<void> {
     const name = hostVethName(attachment);
-    const alias = aliasOf(attachment);
+    const aliases = aliasesOf(attachment);
     if (options.deleter) {
-      await options.deleter.delete(name, alias);
+      await options.deleter.delete(name, aliases);
     } else {
       const link = linkByName(host, name);
-      if (link && isAttachmentLink(link.alias, alias)) deleteIfPresent(name);
+      if (link && isAttachmentLink(link.alias, aliases)) deleteIfPresent(name);
     }
     tables.dropUnused();
   }
 
   function hostLinks(): Map<string, Link> {
-    const ours = linkList(host).filter((l) => parseAlias(l.alias) !== undefined);
+    const ours = linkList(host).filter((l) => isCoilAlias(l.alias));
     return new Map(ours.map((link) => [link.name, link]));
   }
 
-  function removeStale(name: string): void {
-    // A leftover of a crashed ADD (Coil v1 #70): the new pair cannot be created while the name is taken.
+  /**
+   * Frees the host veth's name for a new pair. A leftover of this attachment (a crashed or repeated
+   * ADD, Coil v1 #70) or of an attachment that is gone goes; a live attachment's veth (another network
+   * of the same pod, or an older sandbox still set up) is never deleted by someone else's ADD.
+   */
+  function freeHostName(name: string, req: AddRequest, replaceable: (alias: string) => boolean): void {
+    const link = linkByName(host, name);
+    if (!link) return;
+    if (!isAttachmentLink(link.alias, aliasesOf(req)) && !replaceable(link.alias!)) {
+      throw new DaemonError(
+        CODE.tryAgainLater,
+        `Host veth "${name}" is held by another attachment (alias "${link.alias}") that is still set up; ` +
+          "it goes with that attachment's DEL",
+      );
+    }
     deleteIfPresent(name);
   }
 
@@ -178,7 +216,26 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
     }
   }
 
-  return { verifyNetns: (path) => withPodNetns(path, () => {}), setup, check, destroy, hostLinks };
+  function verifyNetns(path: string, ifName: string): void {
+    withPodNetns(path, ({ sock }) => {
+      const gatewayRoutes = routeDump(sock, { table: MAIN_TABLE }).filter((r) =>
+        r.dst === `${GATEWAY_V4}/32` || (r.dst === "::/0" && r.gateway === GATEWAY_V6)
+      );
+      for (const route of gatewayRoutes) {
+        const link = route.oif === undefined ? undefined : linkByIndex(sock, route.oif);
+        if (link && link.name !== ifName) {
+          throw new DaemonError(
+            CODE.invalidConfig,
+            `Coil in main-plugin mode sets up one interface per pod: "${link.name}" already has Coil's ` +
+              `gateway routes in "${path}", so "${ifName}" cannot get them; for a second interface, use Coil ` +
+              "as the IPAM plugin of another plugin",
+          );
+        }
+      }
+    });
+  }
+
+  return { verifyNetns, setup, existing, check, destroy, hostLinks };
 }
 
 /**
@@ -194,11 +251,23 @@ function withPodNetns<T>(path: string, fn: (pod: { fd: number; sock: NetlinkSock
     if (isNotFound(err)) {
       throw new DaemonError(CODE.ioFailure, `Pod network namespace "${path}" does not exist`);
     }
+    if (err instanceof NotNetnsError) {
+      throw new DaemonError(
+        CODE.ioFailure,
+        `Pod network namespace "${path}" is not a network namespace: it is ${err.found}`,
+      );
+    }
     if (!(err instanceof NetlinkError)) throw err;
     // ENAMETOOLONG, ENOTDIR (a trailing slash on a file), EACCES…: the runtime's path is unusable.
     throw new DaemonError(CODE.ioFailure, `Cannot open pod network namespace "${path}": ${err.code}`);
   }
   try {
+    if (isOwnNetns(fd)) {
+      throw new DaemonError(
+        CODE.ioFailure,
+        `Pod network namespace "${path}" is coild's own network namespace: the node is not a pod`,
+      );
+    }
     using sock = openSocketIn(fd, path);
     return fn({ fd, sock });
   } finally {

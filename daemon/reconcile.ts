@@ -1,5 +1,5 @@
 // Start-up repair of the kernel from IPAM state (which etcd holds): every host veth that coild tagged
-// (alias `coil:<containerId>:<ifName>`) either belongs to a known allocation, whose missing host routes
+// (alias `coil:<network>:<containerId>:<ifName>`) either belongs to a known allocation, whose missing host routes
 // are put back, or is stale and removed. Coil v2 repaired only table 119 at start (issue #382).
 
 import type { Allocation } from "../ipam/node_ipam.ts";
@@ -11,7 +11,7 @@ import type { NetlinkSocket } from "../netlink/socket.ts";
 import { HostRouteTables } from "./host_route_tables.ts";
 import type { Logger } from "./log.ts";
 import type { PodNetwork } from "./pod_network.ts";
-import { aliasOf } from "./veth_name.ts";
+import { aliasesOf } from "./veth_name.ts";
 
 const MAIN_TABLE = 254;
 
@@ -44,7 +44,7 @@ export interface ReconcileReport {
 export function reconcilePodNetworks(options: ReconcileOptions): ReconcileReport {
   const { host, protocol, log } = options;
   const table = options.podTableId || MAIN_TABLE;
-  const byAlias = new Map(options.allocations.map((a) => [aliasOf(a), a]));
+  const byAlias = new Map(options.allocations.flatMap((a) => aliasesOf(a).map((alias) => [alias, a])));
   const present = new Set(routeDump(host, { protocol }).map((r) => `${r.dst} ${r.oif}`));
   const report: ReconcileReport = { kept: 0, routesRepaired: 0, staleLinksRemoved: 0 };
   const families = new Set<4 | 6>();

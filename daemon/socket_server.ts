@@ -1,6 +1,7 @@
 // coild's UNIX socket: one JSON request line in, one JSON reply out, per connection. The socket is
-// created mode 0600 inside a private directory and then renamed into place, so that no other user can
-// connect even in the instant between bind and chmod.
+// created mode 0600 inside a private directory and then linked into place, so that no other user can
+// connect even in the instant between bind and chmod. The path is coild's only while coild holds it: a
+// socket another process still answers on is never replaced, and close() removes only its own socket.
 
 import type { ApiReply } from "../cni/api.ts";
 
@@ -15,24 +16,33 @@ export interface SocketServer {
   close(): Promise<void>;
 }
 
+/** Why coild cannot serve on its socket path: a live socket, something that is no socket, a bad directory. */
+export class SocketPathError extends Error {
+  readonly path: string;
+
+  constructor(path: string, reason: string, options?: ErrorOptions) {
+    super(`Cannot serve on socket "${path}": ${reason}`, options);
+    this.name = "SocketPathError";
+    this.path = path;
+  }
+}
+
+/**
+ * Checks, before coild changes anything, that it may serve on `path`: its directory exists (it is
+ * created if missing) and `path` is free or a stale socket nobody listens on (left by a crash).
+ * @throws {SocketPathError} naming the path and the reason.
+ */
+export async function checkSocketPath(path: string): Promise<void> {
+  await inspectSocketPath(path);
+}
+
 /**
  * Listens on `path` (replacing a stale socket file left by a crash) and serves until closed.
- * @throws when the directory cannot be written or `path` exists and is not a socket.
+ * @throws {SocketPathError} as checkSocketPath() does, or when the socket cannot be created.
  */
 export async function serveSocket(path: string, handle: RequestHandler): Promise<SocketServer> {
-  const dir = path.slice(0, path.lastIndexOf("/")) || "/";
-  await Deno.mkdir(dir, { recursive: true });
-  await removeStaleSocket(path);
-  const privateDir = await Deno.makeTempDir({ dir, prefix: ".coild-" });
-  let listener: Deno.UnixListener;
-  try {
-    await Deno.chmod(privateDir, 0o700);
-    listener = Deno.listen({ transport: "unix", path: `${privateDir}/s` });
-    await Deno.chmod(`${privateDir}/s`, 0o600);
-    await Deno.rename(`${privateDir}/s`, path);
-  } finally {
-    await Deno.remove(privateDir, { recursive: true }).catch(() => {});
-  }
+  const stale = await inspectSocketPath(path) === "stale";
+  const { listener, placed } = await listenAt(path, stale);
   const inFlight = new Set<Promise<void>>();
   const loop = (async () => {
     for await (const conn of listener) {
@@ -46,21 +56,100 @@ export async function serveSocket(path: string, handle: RequestHandler): Promise
       listener.close();
       await loop;
       await Promise.allSettled([...inFlight]);
-      await Deno.remove(path).catch(() => {});
+      await removeIfSame(path, placed);
     },
   };
 }
 
-async function removeStaleSocket(path: string): Promise<void> {
+/** "free" or "stale" (a socket nobody listens on); anything else throws. */
+async function inspectSocketPath(path: string): Promise<"free" | "stale"> {
+  const dir = parentDir(path);
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+  } catch (err) {
+    throw new SocketPathError(path, `cannot create its directory "${dir}": ${errorText(err)}`, {
+      cause: err,
+    });
+  }
   let info: Deno.FileInfo;
   try {
     info = await Deno.lstat(path);
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return;
-    throw err;
+    if (err instanceof Deno.errors.NotFound) return "free";
+    throw new SocketPathError(path, errorText(err), { cause: err });
   }
-  if (!info.isSocket) throw new Error(`Refusing to replace "${path}": it exists and is not a socket`);
-  await Deno.remove(path);
+  if (!info.isSocket) throw new SocketPathError(path, `it exists and is ${fileType(info)}, not a socket`);
+  try {
+    (await Deno.connect({ transport: "unix", path })).close();
+  } catch (err) {
+    if (err instanceof Deno.errors.ConnectionRefused) return "stale";
+    if (err instanceof Deno.errors.NotFound) return "free";
+    throw new SocketPathError(path, `cannot tell whether another coild serves it: ${errorText(err)}`, {
+      cause: err,
+    });
+  }
+  throw new SocketPathError(path, "another coild serves it (a connection to it was accepted)");
+}
+
+/** Binds in a private directory, then links the socket to `path`; returns the listener and its file. */
+async function listenAt(path: string, replaceStale: boolean) {
+  const privateDir = await Deno.makeTempDir({ dir: parentDir(path), prefix: ".coild-" });
+  let listener: Deno.UnixListener | undefined;
+  try {
+    await Deno.chmod(privateDir, 0o700);
+    const own = `${privateDir}/s`;
+    listener = Deno.listen({ transport: "unix", path: own });
+    await Deno.chmod(own, 0o600);
+    const placed = await Deno.lstat(own);
+    if (replaceStale) await Deno.remove(path).catch(ignoreNotFound);
+    try {
+      // link(), unlike rename(), fails when the path is taken: a coild that started meanwhile keeps it.
+      await Deno.link(own, path);
+    } catch (err) {
+      const reason = err instanceof Deno.errors.AlreadyExists
+        ? "another process created it while coild was starting"
+        : `cannot create it: ${errorText(err)}`;
+      throw new SocketPathError(path, reason, { cause: err });
+    }
+    return { listener, placed };
+  } catch (err) {
+    listener?.close();
+    throw err;
+  } finally {
+    await Deno.remove(privateDir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Removes `path` only while it is still the socket file this server created. */
+async function removeIfSame(path: string, placed: Deno.FileInfo): Promise<void> {
+  try {
+    const now = await Deno.lstat(path);
+    if (now.dev === placed.dev && now.ino === placed.ino) await Deno.remove(path);
+  } catch (err) {
+    ignoreNotFound(err);
+  }
+}
+
+function parentDir(path: string): string {
+  return path.slice(0, path.lastIndexOf("/")) || "/";
+}
+
+function fileType(info: Deno.FileInfo): string {
+  if (info.isFile) return "a regular file";
+  if (info.isDirectory) return "a directory";
+  if (info.isSymlink) return "a symbolic link";
+  if (info.isFifo) return "a FIFO";
+  if (info.isCharDevice) return "a character device";
+  if (info.isBlockDevice) return "a block device";
+  return "not a regular file";
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function ignoreNotFound(err: unknown): void {
+  if (!(err instanceof Deno.errors.NotFound)) throw err;
 }
 
 async function serveConnection(conn: Deno.UnixConn, handle: RequestHandler): Promise<void> {

@@ -5,13 +5,12 @@
 import type { Allocation, NodeIpam } from "../ipam/node_ipam.ts";
 import { formatCidr, formatIp } from "../ipam/cidr.ts";
 import type { Logger } from "./log.ts";
-import type { PodNetwork } from "./pod_network.ts";
-import { aliasOf } from "./veth_name.ts";
+import type { Teardown } from "./teardown.ts";
 
 export interface SweeperOptions {
-  ipam: Pick<NodeIpam, "allocations" | "find" | "release" | "releaseEmptyBlocks">;
-  /** Optional so that the grace logic can be tested without a kernel; coild always passes it. */
-  podNetwork?: Pick<PodNetwork, "destroy" | "hostLinks">;
+  ipam: Pick<NodeIpam, "allocations" | "releaseEmptyBlocks">;
+  /** Tears an allocation down the way DEL does (pod network, then addresses), in its container's queue. */
+  teardown: Pick<Teardown, "expire">;
   /** Re-syncs the export table from the owned blocks; must not throw. */
   syncExport: () => void;
   /** Seconds between the end of one sweep and the start of the next; 0: only explicit sweep() calls. */
@@ -21,6 +20,8 @@ export interface SweeperOptions {
   /** Whether a netns path exists; default: stat, where only "not found" counts as missing. */
   netnsExists?: (path: string) => Promise<boolean>;
   now?: () => number;
+  /** Hears each finished sweep (metrics). */
+  onReport?: (report: SweepReport) => void;
 }
 
 /** What one sweep did. */
@@ -56,7 +57,7 @@ export function startSweeper(options: SweeperOptions): Sweeper {
     const report: SweepReport = { suspects: 0, released: [], blocksReleased: 0 };
     const seen = new Set<string>();
     for (const allocation of ipam.allocations()) {
-      const id = `${allocation.network} ${aliasOf(allocation)}`;
+      const id = JSON.stringify([allocation.network, allocation.containerId, allocation.ifName]);
       seen.add(id);
       // Without a path (never the case for an ADD that passed validation) there is nothing to judge by.
       if (!allocation.netns || await netnsExists(allocation.netns)) {
@@ -92,6 +93,7 @@ export function startSweeper(options: SweeperOptions): Sweeper {
       log("warn", "sweep: releasing empty blocks failed", { error: err });
     }
     options.syncExport();
+    options.onReport?.(report);
     return report;
   }
 
@@ -103,17 +105,9 @@ export function startSweeper(options: SweeperOptions): Sweeper {
       pod: allocation.podName ? `${allocation.podNamespace}/${allocation.podName}` : undefined,
       ips: allocation.addresses.map((a) => formatIp(a.address)),
     };
-    // The sweep awaited since it listed the allocations: skip one that a DEL (and a new ADD) replaced.
-    const current = ipam.find(allocation.network, allocation.containerId, allocation.ifName);
-    if (current?.netns !== allocation.netns || current.createdAt !== allocation.createdAt) return false;
     try {
-      const pods = options.podNetwork;
-      // Only a veth tagged as this attachment's: in IPAM mode the calling plugin owns the interfaces.
-      if (pods && [...pods.hostLinks().values()].some((l) => l.alias === aliasOf(allocation))) {
-        await pods.destroy(allocation);
-      }
-      const released = await ipam.release(allocation.network, allocation.containerId, allocation.ifName);
-      if (!released) return false;
+      // Skipped when a DEL (and a new ADD) replaced the allocation since the sweep listed it.
+      if (!await options.teardown.expire(allocation)) return false;
       log("info", "released", {
         reason: `sweep: netns "${allocation.netns}" missing since ${new Date(since).toISOString()}`,
         ...fields,

@@ -3,7 +3,7 @@
 // huge one (an IPv6 /48 cut into /123 blocks has 2^75 blocks, which must never be enumerated).
 
 import { blockAt, blockCount, type Cidr, type Family, familyBits, formatCidr } from "./cidr.ts";
-import type { IpamStore } from "./etcd_store.ts";
+import type { IpamStore } from "./ipam_store.ts";
 import type { StoredAddress } from "./etcd_values.ts";
 import { IpamError } from "./errors.ts";
 import { blockPrefix, type Pool } from "./pool.ts";
@@ -106,11 +106,17 @@ export function pickFree(space: BlockSpace, claimed: Set<bigint>, random: () => 
 
 /**
  * Claims a free block of `family` in the pool for `ctx.node` with one txn per attempt; a lost race
- * (the else branch names the winner) counts a retry and picks again.
- * @throws {IpamError} kind "exhausted" naming the pool when no block is free, "conflict" after
- * MAX_CLAIM_ATTEMPTS lost races, "unavailable" when etcd fails.
+ * (the else branch names the winner) counts a retry and picks again. With `spare`, the last free block
+ * of a listable pool is left for a node that has none (a huge pool is never that close to full).
+ * @throws {IpamError} kind "exhausted" naming the pool when no block is free (or, for a spare, only
+ * one), "conflict" after MAX_CLAIM_ATTEMPTS lost races, "unavailable" when etcd fails.
  */
-export async function claimBlock(ctx: ClaimContext, pool: Pool, family: Family): Promise<ClaimedBlock> {
+export async function claimBlock(
+  ctx: ClaimContext,
+  pool: Pool,
+  family: Family,
+  options: { spare?: boolean } = {},
+): Promise<ClaimedBlock> {
   const space = blockSpace(pool, family);
   let probes = space.total > LIST_LIMIT ? PROBES : 0;
   for (let attempt = 0; attempt < MAX_CLAIM_ATTEMPTS; attempt++) {
@@ -123,6 +129,12 @@ export async function claimBlock(ctx: ClaimContext, pool: Pool, family: Family):
       for (const block of await ctx.store.claimedBlocks(pool.name)) {
         const i = indexOfBlock(space, block);
         if (i !== undefined) claimed.add(i);
+      }
+      if (options.spare && BigInt(claimed.size) + 1n === space.total) {
+        throw new IpamError(
+          "exhausted",
+          `Pool "${pool.name}" has no IPv${family} block to spare: its last free block is left for other nodes`,
+        );
       }
       index = pickFree(space, claimed, ctx.random);
     }

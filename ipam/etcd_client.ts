@@ -16,6 +16,8 @@ export interface EtcdOptions {
   password?: string;
   /** Deadline of each call, in ms. */
   callTimeoutMs?: number;
+  /** Hears every call attempt: its duration in seconds and whether it succeeded (metrics). */
+  onCall?: (seconds: number, ok: boolean) => void;
 }
 
 export const DEFAULT_ETCD_PREFIX = "/coil/";
@@ -36,6 +38,11 @@ export async function connectEtcd(options: EtcdOptions): Promise<Etcd3> {
     maxAttempts: options.endpoints.length - 1,
     backoff: new ConstantBackoff(0),
   });
+  const onCall = options.onCall;
+  if (onCall) {
+    failover.onSuccess(({ duration }) => onCall(duration / 1000, true));
+    failover.onFailure(({ duration }) => onCall(duration / 1000, false));
+  }
   const config: IOptions = {
     hosts: options.endpoints,
     dialTimeout: timeout,

@@ -3,7 +3,7 @@
 
 import { Buffer } from "node:buffer";
 import type { Etcd3, ICompare, IKeyValue, IRequestOp, IResponseOp } from "etcd3";
-import type { Cidr, IpAddress } from "./cidr.ts";
+import type { Cidr } from "./cidr.ts";
 import { unavailable } from "./etcd_client.ts";
 import {
   type BadKey,
@@ -12,76 +12,23 @@ import {
   decodeBlock,
   decodeBlockKey,
   parseBlockId,
-  type StoredAddress,
   type StoredBlock,
 } from "./etcd_values.ts";
-import { type Keys, keysFor, prefixRangeEnd } from "./keys.ts";
-import type { AddressRecord, BlockRecord } from "./records.ts";
-
-/** The ModRevision a block key must still have for a write to go ahead. */
-export interface BlockGuard {
-  pool: string;
-  cidr: Cidr;
-  revision: string;
-}
-
-export interface NewAddress {
-  block: Cidr;
-  ip: IpAddress;
-  record: AddressRecord;
-}
-
-export type ClaimOutcome =
-  | { claimed: true; revision: string; addresses: StoredAddress[] }
-  | { claimed: false; owner?: BlockRecord };
-
-export type WriteOutcome = { ok: true; revision: string } | { ok: false; states: BlockState[] };
-
-/** The narrow etcd interface of NodeIpam. Every method rejects with IpamError "unavailable" when etcd fails. */
-export interface IpamStore {
-  readonly keys: Keys;
-  /** Every pool value by name, and the revision of the read (a watch continues after it). */
-  readPools(): Promise<{ values: Map<string, string>; revision: string }>;
-  /** One pool's value, or undefined. */
-  readPool(name: string): Promise<string | undefined>;
-  /**
-   * Calls `onChange` for each later pool put (value) or delete (undefined), and `onLost` once if etcd
-   * cancels the watch (e.g. its revision was compacted during an outage); the result stops it.
-   */
-  watchPools(
-    afterRevision: string,
-    onChange: (name: string, value?: string) => void,
-    onLost: (err: Error) => void,
-  ): Promise<() => Promise<void>>;
-  /** The blocks of the pool that someone owns (keys only). Unreadable keys are left out. */
-  claimedBlocks(pool: string): Promise<Cidr[]>;
-  /** One txn: If CreateRevision(block)==0 Then put the record and read the block's addresses Else read the owner. */
-  claimBlock(pool: string, cidr: Cidr, record: BlockRecord): Promise<ClaimOutcome>;
-  /** Every block key with its owner; those that are not valid blocks come back in `bad`. */
-  allBlocks(): Promise<{ blocks: StoredBlock[]; bad: BadKey[] }>;
-  /** The block key (if any) and every address key of the block. */
-  readBlock(pool: string, cidr: Cidr): Promise<BlockState>;
-  /** One txn putting every address (each CreateRevision==0) if every guarded block is unchanged. */
-  putAddresses(guards: BlockGuard[], addresses: NewAddress[]): Promise<WriteOutcome>;
-  /**
-   * Deletes each address whose ModRevision is unchanged; one txn when none changed. Idempotent.
-   * @returns the keys left alone because someone else rewrote them.
-   */
-  releaseAddresses(addresses: { key: string; revision: string }[]): Promise<string[]>;
-  /** One txn deleting the block if its ModRevision is unchanged and its address range is empty. */
-  releaseBlock(guard: BlockGuard): Promise<{ released: true } | { released: false; state: BlockState }>;
-  /**
-   * One txn deleting the block and every address in it if its ModRevision is unchanged (`coil node
-   * remove`, for a dead node). @returns how many address keys went, or false when the block changed.
-   */
-  removeBlock(guard: BlockGuard): Promise<{ removed: true; addresses: number } | { removed: false }>;
-}
+import { IpamError } from "./errors.ts";
+import type { IpamStore } from "./ipam_store.ts";
+import { keysFor, prefixRangeEnd } from "./keys.ts";
 
 /** How long starting a watch may take before it counts as etcd being unavailable. */
 const WATCH_START_TIMEOUT_MS = 5000;
 
-/** The store over a client and a key prefix (ending with `/`). Does not own the client. */
+/**
+ * The store over a client and a key prefix. Does not own the client.
+ * @throws {IpamError} "invalid" for a prefix without a trailing `/`.
+ */
 export function createEtcdStore(client: Etcd3, prefix: string): IpamStore {
+  if (!prefix.endsWith("/")) {
+    throw new IpamError("invalid", `Invalid etcd prefix "${prefix}": it must end with "/"`);
+  }
   const keys = keysFor(prefix);
 
   async function txn(compare: ICompare[], success: IRequestOp[], failure: IRequestOp[]) {
@@ -202,6 +149,17 @@ export function createEtcdStore(client: Etcd3, prefix: string): IpamStore {
     async readBlock(pool, cidr) {
       const res = await txn([], readOps(pool, cidr), []);
       return blockState(pool, cidr, res.responses[0], res.responses[1]);
+    },
+    async fenceBlock(guard) {
+      const key = Buffer.from(keys.block(guard.pool, guard.cidr));
+      // ignore_value re-puts the current value (etcd >= 3.4): the owner record stays as it is.
+      const res = await txn(
+        [{ key, target: "Mod", result: "Equal", mod_revision: guard.revision }],
+        [{ request_put: { key, ignore_value: true } }, ...readOps(guard.pool, guard.cidr)],
+        readOps(guard.pool, guard.cidr),
+      );
+      const [blockRes, addrRes] = res.responses.slice(-2);
+      return { fenced: res.succeeded, state: blockState(guard.pool, guard.cidr, blockRes, addrRes) };
     },
     async putAddresses(guards, addresses) {
       const compare: ICompare[] = [

@@ -28,6 +28,9 @@ export function keysFor(prefix: string) {
     /** Node liveness, bound to the node's lease. */
     node: (name: string) => `${prefix}nodes/${name}`,
     nodes: () => `${prefix}nodes/`,
+    /** The node was alive recently: NodeRecord JSON on a long lease that outlives coild's stops. */
+    nodeFence: (name: string) => `${prefix}node-fences/${name}`,
+    nodeFences: () => `${prefix}node-fences/`,
   };
 }
 

@@ -2,7 +2,6 @@
 // in etcd, and rebuilds that state from etcd at start. Decisions are made in memory (the node owns its
 // blocks) and persisted with one txn that also checks that every involved block is still ours.
 
-import type { Etcd3 } from "etcd3";
 import {
   addressRecordOf,
   type Allocation,
@@ -13,10 +12,11 @@ import {
 import { markFree } from "./block_allocator.ts";
 import { BlockKeeper } from "./block_keeper.ts";
 import { type Cidr, contains, type Family, offsetOf } from "./cidr.ts";
-import { createEtcdStore, type IpamStore } from "./etcd_store.ts";
 import { IpamError, isIpamError } from "./errors.ts";
+import { InDoubtWrites } from "./in_doubt_writes.ts";
+import type { IpamStore } from "./ipam_store.ts";
 import { blockId } from "./keys.ts";
-import { applyBlockState, newNodeState, type NodeState } from "./node_state.ts";
+import { applyBlockState, dropBlock, newNodeState, type NodeState } from "./node_state.ts";
 import { type OwnedBlockState, type Reservation, reserveAddress, undoReservations } from "./owned_blocks.ts";
 import type { Pool } from "./pool.ts";
 import { PoolCache } from "./pool_cache.ts";
@@ -24,9 +24,8 @@ import { PoolCache } from "./pool_cache.ts";
 export type { AllocatedAddress, Allocation, AllocationRequest, OwnedBlock } from "./allocation.ts";
 
 export interface NodeIpamOptions {
-  client: Etcd3;
-  /** Key prefix, ending with `/`. */
-  prefix: string;
+  /** Where blocks and addresses live: createEtcdStore(client, prefix) in coild. */
+  store: IpamStore;
   node: string;
   /** Structured events: block claimed, released or lost, lost claim races, retried writes, bad keys. */
   log?: (event: Record<string, unknown>) => void;
@@ -44,7 +43,8 @@ export interface NodeIpam {
   allocate(req: AllocationRequest): Promise<Allocation>;
   /**
    * Frees the attachment's addresses; when that empties a block and its pool+family keeps enough room
-   * without it, releases the block too. Idempotent: an unknown attachment gives undefined.
+   * without it (or the pool has no unclaimed block left), releases the block too. Idempotent: an
+   * unknown attachment gives undefined.
    * @throws {IpamError} "unavailable" (the allocation is kept, so a retry can finish the job).
    */
   release(network: string, containerId: string, ifName: string): Promise<Allocation | undefined>;
@@ -55,21 +55,31 @@ export interface NodeIpam {
   /** `listener` runs after every claim, release or loss of a block. */
   onBlocksChanged(listener: () => void): void;
   /**
-   * Releases empty blocks, keeping per pool+family at least one block (and a quarter block free),
-   * or none for a pool that no longer exists. Returns the blocks released.
+   * Releases empty blocks, keeping per pool+family at least one block (and a quarter block free)
+   * while the pool has unclaimed blocks left, and none for a pool that is full or no longer exists.
+   * Blocks found gone or taken on the way are dropped (listeners told). Returns the blocks released.
    * @throws {IpamError} the first failure, after trying every block.
    */
   releaseEmptyBlocks(): Promise<Cidr[]>;
   /**
-   * Releases every allocation of `network` not listed in `keep`; returns them.
-   * @throws {IpamError} the first failure, after trying every allocation.
+   * Re-reads every owned block and drops those gone or owned by another node (listeners told), e.g.
+   * after the node's lease was lost and `coil node remove --force` ran meanwhile. Allocations in a lost
+   * block stay listed, so the caller can find the pods that must stop using them; releasing them later
+   * leaves alone any address key someone else wrote since.
+   * @returns the lost blocks.
+   * @throws {IpamError} "unavailable" (blocks read until then are applied).
    */
-  gc(network: string, keep: { containerId: string; ifName: string }[]): Promise<Allocation[]>;
+  refreshBlocks(): Promise<Cidr[]>;
   /** Whether a pool serves the namespace (from the cache; etcd is read only on a miss). Never throws IpamError. */
   canServe(podNamespace: string): Promise<{ ok: boolean; reason?: string }>;
+  /**
+   * Whether any pool exists, so that some pods can be served (STATUS, readiness: a node serving only
+   * namespace pools is ready). Never throws IpamError.
+   */
+  canServeAny(): Promise<{ ok: boolean; reason?: string }>;
   /** Txns re-run so far: block claims that lost a race, plus address writes re-run after a failed compare. */
   claimRetries(): number;
-  /** Addition: resolves when no block claim (e.g. the background spare) is in flight. */
+  /** Resolves when no block claim (e.g. the background spare) is in flight. */
   settled(): Promise<void>;
   /** Stops background work and the pool watch; does not close the etcd client. Idempotent. */
   close(): Promise<void>;
@@ -81,16 +91,12 @@ const MAX_WRITE_ATTEMPTS = 5;
 const MAX_RESERVE_ROUNDS = 1024;
 
 /**
- * Loads every block this node owns and every address in them from etcd, and starts watching pools.
- * @throws {IpamError} "invalid" for an empty node name or a prefix without a trailing `/`,
- * "unavailable" when etcd fails.
+ * Loads every block this node owns and every address in them from the store, and starts watching pools.
+ * @throws {IpamError} "invalid" for an empty node name, "unavailable" when etcd fails.
  */
 export async function createNodeIpam(options: NodeIpamOptions): Promise<NodeIpam> {
   if (!options.node) throw new IpamError("invalid", "Invalid node name: it is empty");
-  if (!options.prefix.endsWith("/")) {
-    throw new IpamError("invalid", `Invalid etcd prefix "${options.prefix}": it must end with "/"`);
-  }
-  const store = createEtcdStore(options.client, options.prefix);
+  const { store } = options;
   const pools = await PoolCache.open(store);
   try {
     const ipam = new LocalIpam(store, pools, options);
@@ -110,9 +116,7 @@ class LocalIpam implements NodeIpam {
   #keeper: BlockKeeper;
   #allocating = new Map<string, Promise<Allocation>>();
   #releasing = new Map<string, Promise<Allocation | undefined>>();
-  /** Reservations whose address write timed out: etcd may still have committed it. */
-  #inDoubt: Reservation[][] = [];
-  #settling: Promise<void> | undefined;
+  #inDoubt: InDoubtWrites;
 
   constructor(store: IpamStore, pools: PoolCache, options: NodeIpamOptions) {
     this.#store = store;
@@ -120,6 +124,7 @@ class LocalIpam implements NodeIpam {
     this.#now = options.now ?? (() => new Date());
     const busy = (key: string) => this.#allocating.has(key) || this.#releasing.has(key);
     this.#state = newNodeState(options.node, options.log ?? (() => {}), busy);
+    this.#inDoubt = new InDoubtWrites(store, this.#state);
     this.#keeper = new BlockKeeper(this.#state, store, pools, {
       random: options.random ?? Math.random,
       now: this.#now,
@@ -135,7 +140,7 @@ class LocalIpam implements NodeIpam {
   }
 
   allocate(req: AllocationRequest): Promise<Allocation> {
-    if (this.#inDoubt.length) return this.#settleInDoubt().then(() => this.allocate(req));
+    if (this.#inDoubt.blocking) return this.#inDoubt.settle().then(() => this.allocate(req));
     const key = attachmentKey(req.network, req.containerId, req.ifName);
     const releasing = this.#releasing.get(key);
     if (releasing) return releasing.catch(() => undefined).then(() => this.allocate(req));
@@ -163,7 +168,7 @@ class LocalIpam implements NodeIpam {
       const addresses = reservations.map((r) => ({ block: r.block.cidr, ip: r.ip, record }));
       const outcome = await this.#store.putAddresses(guards, addresses).catch((err) => {
         // A write that timed out may still commit: its addresses stay reserved until a read tells.
-        if (isIpamError(err, "unavailable")) this.#inDoubt.push(reservations);
+        if (isIpamError(err, "unavailable")) this.#inDoubt.add(reservations);
         else undoReservations(reservations);
         throw err;
       });
@@ -222,19 +227,23 @@ class LocalIpam implements NodeIpam {
   }
 
   release(network: string, containerId: string, ifName: string): Promise<Allocation | undefined> {
-    if (this.#inDoubt.length) {
-      return this.#settleInDoubt().then(() => this.release(network, containerId, ifName));
+    if (this.#inDoubt.blocking) {
+      return this.#inDoubt.settle().then(() => this.release(network, containerId, ifName));
     }
     const key = attachmentKey(network, containerId, ifName);
     const pending = this.#releasing.get(key);
     if (pending) return pending;
+    // An ADD in flight may end with its write in doubt: start over then, so the settle comes first.
+    const allocating = this.#allocating.get(key);
+    if (allocating) {
+      return allocating.catch(() => undefined).then(() => this.release(network, containerId, ifName));
+    }
     const promise = this.#releaseNow(key).finally(() => this.#releasing.delete(key));
     this.#releasing.set(key, promise);
     return promise;
   }
 
   async #releaseNow(key: string): Promise<Allocation | undefined> {
-    await this.#allocating.get(key)?.catch(() => undefined);
     const entry = this.#state.attachments.get(key);
     if (!entry) return undefined;
     const left = new Set(await this.#store.releaseAddresses(entry.stored));
@@ -253,29 +262,6 @@ class LocalIpam implements NodeIpam {
     }
     for (const block of emptied) await this.#keeper.releaseIfSurplus(block);
     return entry.allocation;
-  }
-
-  /**
-   * Re-reads the blocks of writes that timed out, then frees what etcd does not hold and adopts what it
-   * does (the attachment becomes known, so a retried ADD gets the same addresses and DEL frees them).
-   * Runs before any new allocation or release, outside their in-flight marks, so adoption is not skipped.
-   */
-  #settleInDoubt(): Promise<void> {
-    this.#settling ??= (async () => {
-      const batch = this.#inDoubt.splice(0);
-      try {
-        const blocks = new Map(batch.flat().map((r) => [blockId(r.block.cidr), r.block]));
-        const reads = await Promise.all(
-          [...blocks.values()].map((b) => this.#store.readBlock(b.pool, b.cidr)),
-        );
-        for (const reservations of batch) undoReservations(reservations);
-        for (const read of reads) applyBlockState(this.#state, read);
-      } catch (err) {
-        this.#inDoubt.unshift(...batch);
-        throw err;
-      }
-    })().finally(() => this.#settling = undefined);
-    return this.#settling;
   }
 
   find(network: string, containerId: string, ifName: string): Allocation | undefined {
@@ -301,23 +287,40 @@ class LocalIpam implements NodeIpam {
     return this.#keeper.releaseEmpty();
   }
 
-  async gc(network: string, keep: { containerId: string; ifName: string }[]): Promise<Allocation[]> {
-    const kept = new Set(keep.map((k) => attachmentKey(network, k.containerId, k.ifName)));
-    const victims = [...this.#state.attachments.entries()]
-      .filter(([key, e]) => e.allocation.network === network && !kept.has(key))
-      .map(([, e]) => e.allocation);
-    const results = await Promise.allSettled(
-      victims.map((a) => this.release(a.network, a.containerId, a.ifName)),
-    );
-    const failed = results.find((r) => r.status === "rejected");
+  async refreshBlocks(): Promise<Cidr[]> {
+    const blocks = [...this.#state.blocks.values()];
+    const reads = await Promise.allSettled(blocks.map((b) => this.#store.readBlock(b.pool, b.cidr)));
+    const lost: Cidr[] = [];
+    for (const [i, read] of reads.entries()) {
+      if (read.status === "rejected") continue;
+      const owner = read.value.block?.record.node;
+      if (owner !== this.#state.node) {
+        dropBlock(this.#state, blocks[i], "block lost", { owner });
+        lost.push(blocks[i].cidr);
+      } else {
+        applyBlockState(this.#state, read.value);
+      }
+    }
+    const failed = reads.find((r) => r.status === "rejected");
     if (failed) throw failed.reason;
-    return results.flatMap((r) => (r.status === "fulfilled" && r.value ? [r.value] : []));
+    return lost;
   }
 
   async canServe(podNamespace: string): Promise<{ ok: boolean; reason?: string }> {
     try {
       await this.#pools.select(podNamespace);
       return { ok: true };
+    } catch (err) {
+      if (err instanceof IpamError) return { ok: false, reason: err.message };
+      throw err;
+    }
+  }
+
+  async canServeAny(): Promise<{ ok: boolean; reason?: string }> {
+    try {
+      return (await this.#pools.anyPool())
+        ? { ok: true }
+        : { ok: false, reason: `No pool exists: create one with "coil pool create"` };
     } catch (err) {
       if (err instanceof IpamError) return { ok: false, reason: err.message };
       throw err;

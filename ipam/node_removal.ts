@@ -1,5 +1,6 @@
 // Removing a node from Coil's state: every block it owns goes back to its pool together with the
-// addresses in it, one txn per block, refused while the node's coild is alive (its liveness key exists).
+// addresses in it, one txn per block, refused while the node's coild runs or ran recently (its node or
+// fence key exists): a paused or cut-off coild comes back and keeps using its pods' addresses.
 
 import type { Etcd3 } from "etcd3";
 import type { Cidr } from "./cidr.ts";
@@ -7,6 +8,7 @@ import { unavailable } from "./etcd_client.ts";
 import { createEtcdStore } from "./etcd_store.ts";
 import { IpamError } from "./errors.ts";
 import { keysFor } from "./keys.ts";
+import { formatSeconds, type NodePresence, readNodePresence } from "./node_presence.ts";
 
 export interface RemovedBlock {
   pool: string;
@@ -19,6 +21,8 @@ export interface NodeRemoval {
   node: string;
   /** Whether the node's liveness key existed (only with `force`). */
   wasAlive: boolean;
+  /** Whether the node's fence key existed: alive within --node-dead-after (only with `force`). */
+  wasRecentlyAlive: boolean;
   blocks: RemovedBlock[];
 }
 
@@ -26,13 +30,14 @@ export interface NodeRemoval {
 const MAX_ATTEMPTS = 5;
 
 /**
- * Releases every block `node` owns, with all addresses in it. Each block goes in one txn that deletes
- * the block's address range and its key if the block key's ModRevision is unchanged since read; when it
- * changed, the block is read again and released if the node still owns it. Idempotent: a node without
- * blocks gives an empty list. The liveness key is left alone: it belongs to the node's lease.
- * @throws {IpamError} "invalid" for an empty node name; "conflict" when the node is alive and `force`
- * is not set (nothing changed), or a block kept changing; "unavailable" when etcd fails (blocks
- * released until then stay released).
+ * Releases every block `node` owns, with all addresses in it, then deletes its fence key. Each block
+ * goes in one txn that deletes the block's address range and its key if the block key's ModRevision is
+ * unchanged since read; when it changed, the block is read again and released if the node still owns
+ * it. Idempotent: a node without blocks gives an empty list. The node key is left alone: it belongs to
+ * the running coild's lease.
+ * @throws {IpamError} "invalid" for an empty node name; "conflict" when the node runs or ran recently
+ * and `force` is not set (nothing changed), or a block kept changing; "unavailable" when etcd fails
+ * (blocks released until then stay released).
  */
 export async function removeNode(
   client: Etcd3,
@@ -43,19 +48,8 @@ export async function removeNode(
   if (!node) throw new IpamError("invalid", "Invalid node name: it is empty");
   const keys = keysFor(prefix);
   const store = createEtcdStore(client, prefix);
-  let wasAlive: boolean;
-  try {
-    wasAlive = await client.get(keys.node(node)).exists();
-  } catch (err) {
-    throw unavailable(err);
-  }
-  if (wasAlive && !options.force) {
-    throw new IpamError(
-      "conflict",
-      `Refusing to remove node "${node}": its coild is running (key "${keys.node(node)}" exists); ` +
-        "stop it first, or use --force",
-    );
-  }
+  const presence = await readNodePresence(client, prefix, node);
+  if (!options.force) refuseIfAlive(node, prefix, presence);
   const { blocks } = await store.allBlocks();
   const removed: RemovedBlock[] = [];
   for (let block of blocks.filter((b) => b.record.node === node)) {
@@ -76,5 +70,42 @@ export async function removeNode(
       block = fresh;
     }
   }
-  return { node, wasAlive, blocks: removed };
+  if (presence.recent) {
+    try {
+      await client.delete().key(keys.nodeFence(node));
+    } catch (err) {
+      throw unavailable(err);
+    }
+  }
+  return {
+    node,
+    wasAlive: Boolean(presence.running),
+    wasRecentlyAlive: Boolean(presence.recent),
+    blocks: removed,
+  };
+}
+
+const FORCE_HINT = "--force is only for a host known to be down";
+
+/** @throws {IpamError} "conflict" naming the key that shows `node` alive, and what to do. */
+function refuseIfAlive(node: string, prefix: string, presence: NodePresence): void {
+  const keys = keysFor(prefix);
+  const holder = presence.running?.holder;
+  if (presence.running) {
+    const who = holder ? `, held by host "${holder.host}" pid ${holder.pid}` : "";
+    throw new IpamError(
+      "conflict",
+      `Refusing to remove node "${node}": its coild is running (key "${keys.node(node)}" exists${who}); ` +
+        `stop it first; ${FORCE_HINT}`,
+    );
+  }
+  if (presence.recent) {
+    throw new IpamError(
+      "conflict",
+      `Refusing to remove node "${node}": its coild was alive recently (key "${keys.nodeFence(node)}" ` +
+        "exists), so it may only be paused or cut off from etcd, and its pods still use their addresses; " +
+        `the node becomes removable in ${formatSeconds(presence.recent.expiresInSeconds)}, when that key ` +
+        `expires; ${FORCE_HINT}`,
+    );
+  }
 }

@@ -72,11 +72,13 @@ export function absorbAddresses(state: NodeState, addresses: StoredAddress[]): v
     const { ip, record } = found;
     if (!ip || !record) state.log({ event: "bad address key", key: found.key, problem: found.problem });
     if (!ip) continue;
+    const key = record && attachmentKey(record.network, record.containerId, record.ifName);
+    // A busy attachment's own txn result decides: a read taken before its release committed must not
+    // mark the address used again after the release freed it.
+    if (key && state.busy(key)) continue;
     const block = state.blocks.get(blockId(found.block));
     if (block) markUsed(block.allocator, Number(offsetOf(block.cidr, ip)));
-    if (!record) continue;
-    const key = attachmentKey(record.network, record.containerId, record.ifName);
-    if (state.busy(key)) continue;
+    if (!record || !key) continue;
     const address = { family: ip.family, address: ip, block: found.block };
     const stored = { key: found.key, revision: found.revision };
     const entry = state.attachments.get(key);

@@ -2,7 +2,7 @@
 // again whole if etcd ends the watch); a lookup that finds nothing re-reads first, so a pool created
 // a moment ago is never reported missing because of watch lag.
 
-import type { IpamStore } from "./etcd_store.ts";
+import type { IpamStore } from "./ipam_store.ts";
 import { IpamError } from "./errors.ts";
 import { DEFAULT_POOL, parsePool, type Pool } from "./pool.ts";
 
@@ -89,6 +89,29 @@ export class PoolCache {
   async exists(name: string): Promise<boolean> {
     this.#set(name, await this.#store.readPool(name));
     return this.#entries.has(name);
+  }
+
+  /**
+   * Whether any usable pool exists (then some namespace's pods can be served). Reads every pool again
+   * before saying no, as select() does.
+   * @throws {IpamError} kind "unavailable" when etcd fails during the re-read.
+   */
+  async anyPool(): Promise<boolean> {
+    await this.#fresh();
+    if (this.#hasUsable()) return true;
+    const { values } = await this.#store.readPools();
+    for (const [name, value] of values) this.#set(name, value);
+    return this.#hasUsable();
+  }
+
+  #hasUsable(): boolean {
+    return [...this.#entries.values()].some((e) => !(e instanceof IpamError));
+  }
+
+  /** The pool of this name as cached (no etcd read); undefined when it is missing or corrupt. */
+  get(name: string): Pool | undefined {
+    const entry = this.#entries.get(name);
+    return entry instanceof IpamError ? undefined : entry;
   }
 
   /** Stops the watch. Idempotent. */

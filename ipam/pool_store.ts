@@ -11,8 +11,9 @@ import {
   type IRequestOp,
   type ITxnResponse,
 } from "etcd3";
-import { formatCidr } from "./cidr.ts";
+import { type Cidr, formatCidr } from "./cidr.ts";
 import { unavailable } from "./etcd_client.ts";
+import { parseBlockId } from "./etcd_values.ts";
 import { IpamError } from "./errors.ts";
 import { type Keys, keysFor, prefixRangeEnd } from "./keys.ts";
 import { findOverlap, parsePool, type Pool, poolToJson, poolWithSubnet, validatePoolName } from "./pool.ts";
@@ -20,8 +21,9 @@ import { parseBlockRecord } from "./records.ts";
 
 // Each failed attempt means another pool change committed, so this bounds contention, not progress.
 const MAX_ATTEMPTS = 32;
-// Blocks read back to name their owners when a delete is refused.
-const BLOCKS_SHOWN = 100;
+// Blocks per delete txn: each costs two compares and a delete, and etcd takes 128 ops per txn by
+// default (--max-txn-ops).
+const BLOCKS_PER_TXN = 60;
 
 interface StoredPool {
   pool: Pool;
@@ -100,34 +102,67 @@ export class PoolStore {
   }
 
   /**
-   * Deletes a pool, atomically checking that none of its blocks is claimed (a range compare on the
-   * pool's block prefix), so no node can claim a block between the check and the delete. Works on a
-   * corrupt stored value too. Not idempotent.
-   * @throws {IpamError} "not-found" when it does not exist; "conflict" while a block is claimed.
+   * Deletes a pool and its blocks once none of them holds an address. One txn deletes the pool key with
+   * its (remaining) block keys, guarded by each block's ModRevision, each block's address range being
+   * empty and no block created since the read, so no node can claim or fill a block meanwhile. A pool
+   * with more blocks than fit in a txn has its empty blocks deleted in earlier txns guarded alike. A
+   * node that held a deleted block drops it at its next write, release or sweep. Works on a corrupt
+   * stored value too. Not idempotent.
+   * @throws {IpamError} "not-found" when it does not exist; "conflict" while a block holds an address.
    */
   async deletePool(name: string): Promise<void> {
     validatePoolName(name);
     const key = this.#keys.pool(name);
-    const blocks = this.#keys.blocksOfPool(name);
-    let response = await this.#txn({ success: [rangeOp(key)] });
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      // The pool key's range is the last op of both the first read and the failure branch.
-      const kv = response.responses.at(-1)?.response_range.kvs[0];
-      if (!kv) throw notFound(name);
-      response = await this.#txn({
-        compare: [modEquals(key, kv.mod_revision), noKeyUnder(blocks)],
-        success: [
+    const blocksPrefix = this.#keys.blocksOfPool(name);
+    for (let attempt = 0; attempt < MAX_ATTEMPTS;) {
+      const read = await this.#txn({ success: [rangeOp(key), rangeOp(blocksPrefix, { prefix: true })] });
+      const poolKv = read.responses[0].response_range.kvs[0];
+      if (!poolKv) throw notFound(name);
+      const blocks = read.responses[1].response_range.kvs.map((kv) => ({
+        kv,
+        cidr: parseBlockId(kv.key.toString().slice(blocksPrefix.length)),
+      }));
+      const inUse = await this.#holdingAddresses(blocks);
+      if (inUse.length > 0) throw blocksInUse(name, inUse);
+      const batch = blocks.slice(0, BLOCKS_PER_TXN);
+      const last = batch.length === blocks.length;
+      const compare = [modEquals(key, poolKv.mod_revision)];
+      for (const { kv, cidr } of batch) {
+        compare.push(modEquals(kv.key.toString(), kv.mod_revision));
+        if (cidr) compare.push(noKeyUnder(this.#keys.addressesOfBlock(cidr)));
+      }
+      const success: IRequestOp[] = batch.map(({ kv }) => ({ request_delete_range: { key: kv.key } }));
+      if (last) {
+        compare.push(noKeyCreatedAfter(blocksPrefix, read.header.revision));
+        success.push(
           { request_delete_range: { key: Buffer.from(key) } },
           { request_put: { key: Buffer.from(this.#keys.poolsRevision()), value: Buffer.from(name) } },
-        ],
-        // On failure, learn why from the same round trip: claimed blocks, then the pool key.
-        failure: [rangeOp(blocks, { prefix: true, limit: BLOCKS_SHOWN }), rangeOp(key)],
-      });
-      if (response.succeeded) return;
-      const claimed = response.responses[0].response_range;
-      if (claimed.kvs.length > 0) throw blocksClaimed(name, claimed.count, claimed.kvs);
+        );
+      }
+      const response = await this.#txn({ compare, success });
+      if (response.succeeded && last) return;
+      // A batch of blocks deleted is progress; a failed compare means someone else changed something.
+      if (!response.succeeded) attempt++;
     }
     throw contended(`delete pool "${name}"`);
+  }
+
+  /** The blocks whose address range holds a key, each with its owner ("?" when unreadable). */
+  async #holdingAddresses(blocks: { kv: IKeyValue; cidr?: Cidr }[]): Promise<string[]> {
+    const owners: string[] = [];
+    const valid = blocks.filter((b): b is { kv: IKeyValue; cidr: Cidr } => b.cidr !== undefined);
+    for (let i = 0; i < valid.length; i += BLOCKS_PER_TXN) {
+      const chunk = valid.slice(i, i + BLOCKS_PER_TXN);
+      const response = await this.#txn({
+        success: chunk.map((b) =>
+          rangeOp(this.#keys.addressesOfBlock(b.cidr), { prefix: true, limit: 1, keysOnly: true })
+        ),
+      });
+      for (const [j, b] of chunk.entries()) {
+        if (response.responses[j].response_range.count !== "0") owners.push(ownerOf(b.kv));
+      }
+    }
+    return owners;
   }
 
   /**
@@ -201,12 +236,16 @@ function parseStoredPool(key: string, name: string, value: string): Pool {
   }
 }
 
-function rangeOp(key: string, options: { prefix?: boolean; limit?: number } = {}): IRequestOp {
+function rangeOp(
+  key: string,
+  options: { prefix?: boolean; limit?: number; keysOnly?: boolean } = {},
+): IRequestOp {
   return {
     request_range: {
       key: Buffer.from(key),
       range_end: options.prefix ? Buffer.from(prefixRangeEnd(key)) : undefined,
       limit: options.limit,
+      keys_only: options.keysOnly,
     },
   };
 }
@@ -232,19 +271,34 @@ function noKeyUnder(prefix: string): ICompare {
   };
 }
 
+/** No key starting with `prefix` was created after `revision` (absent keys count as created at 0). */
+function noKeyCreatedAfter(prefix: string, revision: string): ICompare {
+  return {
+    key: Buffer.from(prefix),
+    range_end: Buffer.from(prefixRangeEnd(prefix)),
+    target: CompareTarget.Create,
+    result: CompareResult.Less,
+    create_revision: String(BigInt(revision) + 1n),
+  };
+}
+
+function ownerOf(kv: IKeyValue): string {
+  try {
+    return parseBlockRecord(kv.key.toString(), kv.value.toString()).node;
+  } catch {
+    return "?";
+  }
+}
+
 function notFound(name: string): IpamError {
   return new IpamError("not-found", `Pool "${name}" not found`);
 }
 
-function blocksClaimed(name: string, count: string, kvs: IKeyValue[]): IpamError {
-  const nodes = new Set(kvs.map((kv) => parseBlockRecord(kv.key.toString(), kv.value.toString()).node));
-  const more = Number(count) > kvs.length ? ", …" : "";
+function blocksInUse(name: string, owners: string[]): IpamError {
   return new IpamError(
     "conflict",
-    `Cannot delete pool "${name}": ${count} block(s) still claimed by ${
-      [...nodes].sort().join(", ")
-    }${more}; ` +
-      `a node releases a block when its last address is freed`,
+    `Cannot delete pool "${name}": ${owners.length} block(s) still hold addresses, claimed by ` +
+      `${[...new Set(owners)].sort().join(", ")}; delete the pods using them first`,
   );
 }
 

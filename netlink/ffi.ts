@@ -1,4 +1,4 @@
-// Deno FFI onto libmnl (netlink sockets) and libc (setns, open, close, setsockopt, errno), opened on
+// Deno FFI onto libmnl (netlink sockets) and libc (setns, file and socket calls, errno), opened on
 // first use so that importing this module costs nothing. Calls are synchronous: nonblocking FFI calls
 // are ~1000× slower, and setns() must run on the JS thread itself.
 
@@ -18,12 +18,22 @@ const LIBC_SYMBOLS = {
   // open() is variadic; passing only (path, flags) is fine on the x86-64 and arm64 ABIs.
   open: { parameters: ["buffer", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
+  fstatfs: { parameters: ["i32", "buffer"], result: "i32" },
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+  // ioctl() is variadic too; declared for requests that take no argument (NS_GET_NSTYPE).
+  ioctl: { parameters: ["i32", "u64"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
 export const O_RDONLY = 0;
+export const O_WRONLY = 1;
 export const O_CLOEXEC = 0o2000000;
+export const O_PATH = 0o10000000;
+export const AT_EMPTY_PATH = 0x1000;
 export const SOCK_CLOEXEC = 0o2000000;
 export const CLONE_NEWNET = 0x40000000;
 export const SOL_SOCKET = 1;

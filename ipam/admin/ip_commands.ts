@@ -2,16 +2,12 @@
 // the block key and the address key.
 
 import type { Command } from "commander";
-import { blockOf, contains, formatCidr, formatIp, tryParseIp } from "../cidr.ts";
+import { lookupAddresses } from "../address_lookup.ts";
+import { formatCidr, formatIp, tryParseIp } from "../cidr.ts";
 import { IpamError } from "../errors.ts";
-import { keysFor } from "../keys.ts";
-import { blockPrefix } from "../pool.ts";
-import { PoolStore } from "../pool_store.ts";
-import { parseAddressRecord, parseBlockRecord } from "../records.ts";
 import { addEtcdOptions, type EtcdFlagValues } from "./etcd_flags.ts";
 import { fields, toJson } from "./format.ts";
 import { withEtcd } from "./session.ts";
-import { readValues } from "./snapshot.ts";
 
 type Flags = EtcdFlagValues & { json?: boolean };
 
@@ -34,22 +30,10 @@ export function registerIpCommands(program: Command): void {
     const address = tryParseIp(text);
     if (!address) throw new IpamError("invalid", `Invalid IP address "${text}"`);
     const shown = formatIp(address);
-    const found = await withEtcd(flags, async (client, options) => {
-      const pools = await new PoolStore(client, options.prefix).listPools();
-      const pool = pools.find((p) => p.subnets.some((s) => contains(s, address)));
-      if (!pool) return undefined;
-      const block = blockOf(address, blockPrefix(pool, address.family));
-      const keys = keysFor(options.prefix);
-      const blockKey = keys.block(pool.name, block);
-      const addressKey = keys.address(block, address);
-      const [blockValue, addressValue] = await readValues(client, [blockKey, addressKey]);
-      return {
-        pool,
-        block,
-        owner: blockValue === undefined ? undefined : parseBlockRecord(blockKey, blockValue).node,
-        record: addressValue === undefined ? undefined : parseAddressRecord(addressKey, addressValue),
-      };
-    });
+    const found = await withEtcd(
+      flags,
+      async (client, options) => (await lookupAddresses(client, options.prefix, [address])).get(address),
+    );
     if (flags.json) {
       console.log(toJson({
         address: shown,

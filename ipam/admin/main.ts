@@ -50,6 +50,10 @@ function buildProgram(): Command {
 Node daemon:
   coil daemon [options]  run coild, the node daemon (see "coil daemon --help");
                          the binary also runs it when invoked under the name coild
+  coil install [options] install this executable, coild's unit and settings and
+                         the CNI network configuration on this node (as root)
+  coil uninstall         remove exactly what coil install wrote
+  coil version           the version of Coil, Deno and V8 (also --version)
 
 Every command above takes the etcd options (endpoints, key prefix, TLS, user,
 timeout), each also read from a COIL_ETCD_* variable; see "coil status --help".

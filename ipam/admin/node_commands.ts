@@ -1,8 +1,9 @@
-// `coil node …`: the nodes known to etcd (by their blocks or their running coild), the blocks each
-// holds, and `node remove`, which gives a dead node's blocks and addresses back to the pools.
+// `coil node …`: the nodes known to etcd (by their blocks or their running or recently alive coild), the
+// blocks each holds, and `node remove`, which gives a gone node's blocks and addresses back to the pools.
 
 import type { Command } from "commander";
 import { formatCidr } from "../cidr.ts";
+import { formatSeconds } from "../node_presence.ts";
 import { removeNode } from "../node_removal.ts";
 import { addEtcdOptions, type EtcdFlagValues } from "./etcd_flags.ts";
 import { percent, table, toJson } from "./format.ts";
@@ -19,7 +20,7 @@ export function nodeTable(nodes: NodeUsage[]): string {
     ["NODE", "COILD", "BLOCKS", "ADDRESSES-USED", "USE"],
     nodes.map((n) => [
       n.node,
-      n.live ? "running" : "not running",
+      coildState(n.live, n.removableInSeconds),
       String(n.blocks),
       `${n.addressesUsed}/${n.capacity}`,
       percent(n.addressesUsed, n.capacity),
@@ -27,14 +28,25 @@ export function nodeTable(nodes: NodeUsage[]): string {
   );
 }
 
+/**
+ * "running"; "not running" for a node that may be removed; or, for one alive within its
+ * --node-dead-after, "not running, alive recently (removable in 9m11s)".
+ */
+function coildState(live: boolean, removableInSeconds: number | undefined): string {
+  if (live) return "running";
+  if (removableInSeconds === undefined) return "not running";
+  return `not running, alive recently (removable in ${formatSeconds(removableInSeconds)})`;
+}
+
 /** Registers `node` and its subcommands on `program`. */
 export function registerNodeCommands(program: Command): void {
   const node = program
     .command("node")
-    .summary("list nodes, inspect their blocks, remove dead ones")
+    .summary("list nodes, inspect their blocks, remove gone ones")
     .description(
       "Nodes: the blocks each node has claimed, the addresses it has handed out, whether its coild is " +
-        "running (its lease-bound key exists), and removal of a dead node's blocks and addresses.",
+        "running (its lease-bound key exists) or was alive within its --node-dead-after, and removal of a " +
+        "gone node's blocks and addresses.",
     );
 
   addEtcdOptions(
@@ -42,12 +54,16 @@ export function registerNodeCommands(program: Command): void {
       .summary("list nodes with their blocks, addresses and liveness")
       .description(
         "List every node that holds blocks or runs coild: blocks held, addresses used of their capacity, " +
-          "and whether coild is running",
+          "and whether coild is running, was alive recently (a pause, a restart, a partition: not yet " +
+          "removable without --force), or not",
       )
-      .option("--json", "print JSON: [{node, live, blocks, addressesUsed, capacity}]"),
+      .option(
+        "--json",
+        "print JSON: [{node, live, removableInSeconds (only when alive recently), blocks, addressesUsed, capacity}]",
+      ),
   ).action(async (flags: Flags) => {
     const snapshot = await withEtcd(flags, (client, options) => readSnapshot(client, options.prefix));
-    const nodes = nodeUsage(snapshot.blocks, snapshot.liveNodes);
+    const nodes = nodeUsage(snapshot.blocks, snapshot.liveNodes, snapshot.recentNodes);
     if (flags.json) {
       console.log(toJson(nodes));
       return;
@@ -57,15 +73,16 @@ export function registerNodeCommands(program: Command): void {
 
   addEtcdOptions(
     node.command("remove")
-      .summary("release all blocks and addresses of a dead node")
+      .summary("release all blocks and addresses of a gone node")
       .description(
         "Release every block the node holds, with the addresses in it, back to the pools (one etcd " +
-          "transaction per block). Refused while the node's coild is running, unless --force: a running " +
-          "coild would keep using the addresses of its pods",
+          "transaction per block). Refused while the node's coild runs or was alive within its " +
+          "--node-dead-after (default 10 minutes), unless --force: a coild that is only paused or cut off " +
+          "from etcd comes back and keeps using the addresses of its pods",
       )
       .argument("<node>", "node name, as coild registers it (the Kubernetes node name)")
-      .option("--force", "remove even though the node's coild is running")
-      .option("--json", "print JSON: {node, wasAlive, blocks: [{pool, block, addresses}]}"),
+      .option("--force", "remove now: only for a host known to be down (powered off, reinstalled)")
+      .option("--json", "print JSON: {node, wasAlive, wasRecentlyAlive, blocks: [{pool, block, addresses}]}"),
   ).action(async (name: string, flags: Flags & { force?: boolean }) => {
     const removal = await withEtcd(
       flags,
@@ -75,6 +92,7 @@ export function registerNodeCommands(program: Command): void {
       console.log(toJson({
         node: removal.node,
         wasAlive: removal.wasAlive,
+        wasRecentlyAlive: removal.wasRecentlyAlive,
         blocks: removal.blocks.map((b) => ({
           pool: b.pool,
           block: formatCidr(b.block),
@@ -84,6 +102,7 @@ export function registerNodeCommands(program: Command): void {
       return;
     }
     if (removal.wasAlive) console.log(`Warning: node "${name}" was running coild (--force)`);
+    else if (removal.wasRecentlyAlive) console.log(`Warning: node "${name}" was alive recently (--force)`);
     if (removal.blocks.length === 0) {
       console.log(`Node "${name}" holds no blocks: nothing to release`);
       return;
@@ -110,6 +129,7 @@ export function registerNodeCommands(program: Command): void {
     const snapshot = await withEtcd(flags, (client, options) => readSnapshot(client, options.prefix));
     const blocks = snapshot.blocks.filter((b) => b.node === name);
     const live = snapshot.liveNodes.has(name);
+    const state = `coild ${coildState(live, snapshot.recentNodes.get(name))}`;
     if (flags.json) {
       const pools = [...new Set(blocks.map((b) => b.pool))].map((pool) => ({
         pool,
@@ -123,7 +143,6 @@ export function registerNodeCommands(program: Command): void {
       console.log(toJson({ node: name, live, pools }));
       return;
     }
-    const state = live ? "coild running" : "coild not running";
     if (blocks.length === 0) {
       console.log(`Node "${name}" holds no blocks (${state})`);
       return;

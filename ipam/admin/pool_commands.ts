@@ -147,8 +147,11 @@ export function registerPoolCommands(program: Command): void {
 
   addEtcdOptions(
     pool.command("delete")
-      .summary("delete a pool that no node holds blocks of")
-      .description("Delete a pool; refused while any node still holds one of its blocks")
+      .summary("delete a pool whose blocks hold no address")
+      .description(
+        "Delete a pool and its blocks; refused while any of its blocks holds an address. A node that " +
+          "kept an empty block of the pool drops it at its next release or sweep",
+      )
       .argument("<name>", "pool name"),
   ).action(async (name: string, flags: Flags) => {
     await withEtcd(flags, (client, options) => new PoolStore(client, options.prefix).deletePool(name));

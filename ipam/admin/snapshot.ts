@@ -1,12 +1,14 @@
 // A read-only view of Coil's etcd state for the admin commands: pools, claimed blocks with their used
-// address counts, and live nodes, all read at one etcd revision (paged, so big clusters fit gRPC limits).
+// address counts, live and recently alive nodes, all read at one etcd revision (paged, so big clusters
+// fit gRPC limits).
 
 import { Buffer } from "node:buffer";
-import type { Etcd3, IKeyValue, IRangeRequest, IRangeResponse, ITxnResponse } from "etcd3";
+import type { Etcd3, IKeyValue, IRangeRequest, IRangeResponse } from "etcd3";
 import { type Cidr, tryParseCidr } from "../cidr.ts";
 import { unavailable } from "../etcd_client.ts";
 import { IpamError } from "../errors.ts";
 import { keysFor, prefixRangeEnd } from "../keys.ts";
+import { leaseRemainingSeconds } from "../node_presence.ts";
 import { parsePool, type Pool } from "../pool.ts";
 import { parseBlockRecord, parseNodeRecord } from "../records.ts";
 
@@ -28,6 +30,11 @@ export interface Snapshot {
   blocks: ClaimedBlock[];
   /** Nodes whose coild is running (their lease-bound key exists). */
   liveNodes: Set<string>;
+  /**
+   * Nodes whose coild is not running but was alive within its --node-dead-after (their fence key
+   * exists), with the seconds until `coil node remove` accepts them without --force.
+   */
+  recentNodes: Map<string, number>;
   /** Address records outside every claimed block: left behind by a bug or a manual edit. */
   strayAddresses: number;
 }
@@ -42,6 +49,7 @@ export async function readSnapshot(client: Etcd3, prefix: string): Promise<Snaps
   const revision = pools.revision;
   const blockKvs = await rangeAll(client, keys.blocks(), { revision });
   const nodeKvs = await rangeAll(client, keys.nodes(), { revision });
+  const fenceKvs = await rangeAll(client, keys.nodeFences(), { revision });
   const addressKvs = await rangeAll(client, keys.addresses(), { revision, keysOnly: true });
 
   const usedByBlock = new Map<string, number>();
@@ -67,28 +75,18 @@ export async function readSnapshot(client: Etcd3, prefix: string): Promise<Snaps
   const liveNodes = new Set(
     nodeKvs.kvs.map((kv) => parseNodeRecord(kv.key.toString(), kv.value.toString()).node),
   );
+  const recentNodes = new Map<string, number>();
+  for (const kv of fenceKvs.kvs) {
+    const { node } = parseNodeRecord(kv.key.toString(), kv.value.toString());
+    if (!liveNodes.has(node)) recentNodes.set(node, await leaseRemainingSeconds(client, kv.lease));
+  }
   return {
     pools: pools.kvs.map((kv) => parseStoredPool(kv.key.toString(), keys.pools(), kv.value.toString())),
     blocks,
     liveNodes,
+    recentNodes,
     strayAddresses: addressKvs.kvs.length - counted,
   };
-}
-
-/**
- * The values of `keys` (undefined where absent), read in one txn.
- * @throws {IpamError} "unavailable" when etcd fails.
- */
-export async function readValues(client: Etcd3, keys: string[]): Promise<(string | undefined)[]> {
-  let response: ITxnResponse;
-  try {
-    response = await client.kv.txn({
-      success: keys.map((key) => ({ request_range: { key: Buffer.from(key) } })),
-    });
-  } catch (err) {
-    throw unavailable(err);
-  }
-  return response.responses.map((r) => r.response_range.kvs[0]?.value.toString());
 }
 
 /** IPv4 before IPv6, then by address, then shorter prefixes first. */

@@ -27,7 +27,7 @@ export function registerStatusCommand(program: Command): void {
   ).action(async (flags: Flags) => {
     const snapshot = await withEtcd(flags, (client, options) => readSnapshot(client, options.prefix));
     const pools = snapshot.pools.map((p) => poolUsage(p, snapshot.blocks));
-    const nodes = nodeUsage(snapshot.blocks, snapshot.liveNodes);
+    const nodes = nodeUsage(snapshot.blocks, snapshot.liveNodes, snapshot.recentNodes);
     if (flags.json) {
       console.log(toJson({
         pools: pools.map((u) => ({

@@ -29,7 +29,10 @@ export interface PoolUsage {
 
 export interface NodeUsage {
   node: string;
+  /** coild runs. */
   live: boolean;
+  /** Not running but alive within --node-dead-after: seconds until it is removable without --force. */
+  removableInSeconds?: number;
   blocks: number;
   addressesUsed: number;
   /** Addresses pods can get in the node's blocks. */
@@ -62,19 +65,34 @@ export function poolUsage(pool: Pool, blocks: readonly ClaimedBlock[]): PoolUsag
   };
 }
 
-/** Usage per node holding blocks, plus live nodes holding none, sorted by name. */
-export function nodeUsage(blocks: readonly ClaimedBlock[], liveNodes: ReadonlySet<string>): NodeUsage[] {
+/**
+ * Usage per node holding blocks, plus live and recently alive nodes holding none, sorted by name.
+ * `recentNodes`: seconds until removable, by node (Snapshot.recentNodes).
+ */
+export function nodeUsage(
+  blocks: readonly ClaimedBlock[],
+  liveNodes: ReadonlySet<string>,
+  recentNodes: ReadonlyMap<string, number> = new Map(),
+): NodeUsage[] {
   const byNode = new Map<string, NodeUsage>();
-  for (const node of liveNodes) {
-    byNode.set(node, { node, live: true, blocks: 0, addressesUsed: 0, capacity: 0 });
-  }
+  const emptyUsage = (node: string): NodeUsage => {
+    const removableInSeconds = liveNodes.has(node) ? undefined : recentNodes.get(node);
+    return {
+      node,
+      live: liveNodes.has(node),
+      ...(removableInSeconds === undefined ? {} : { removableInSeconds }),
+      blocks: 0,
+      addressesUsed: 0,
+      capacity: 0,
+    };
+  };
+  for (const node of [...liveNodes, ...recentNodes.keys()]) byNode.set(node, emptyUsage(node));
   for (const b of blocks) {
-    const entry = byNode.get(b.node) ??
-      { node: b.node, live: liveNodes.has(b.node), blocks: 0, addressesUsed: 0, capacity: 0 };
-    entry.blocks++;
-    entry.addressesUsed += b.addressesUsed;
-    entry.capacity += blockCapacity(b.block);
-    byNode.set(b.node, entry);
+    const usage = byNode.get(b.node) ?? emptyUsage(b.node);
+    usage.blocks++;
+    usage.addressesUsed += b.addressesUsed;
+    usage.capacity += blockCapacity(b.block);
+    byNode.set(b.node, usage);
   }
   return [...byNode.values()].sort((a, b) => a.node < b.node ? -1 : a.node > b.node ? 1 : 0);
 }

@@ -20,7 +20,8 @@ async function createNode(plan: LabPlan, node: NodePlan): Promise<void> {
   const { router, mgmt } = plan;
   const link = node.uplink;
   await addNetns(node.netns);
-  await enableForwarding(node.netns, plan.options.dualStack);
+  // coild enables forwarding in its node, as on a real one; with --no-coil the lab stands in for it.
+  if (!plan.options.coil) await enableForwarding(node.netns, plan.options.dualStack);
   // Uplink: node `tor0` <-> router `nodeI`.
   await addVeth(node.netns, link.nodeIf, router.netns, link.peerIf);
   await ip(node.netns, ["addr", "add", `${link.node4}/${link.prefix4}`, "dev", link.nodeIf]);
@@ -50,8 +51,8 @@ export async function addNetns(netns: string): Promise<void> {
   await ip(netns, ["link", "set", "lo", "up"]);
 }
 
-// Per-namespace sysctls: these change only the lab's namespace. IPv6 only when asked for, so an
-// IPv4 lab also runs on a kernel booted with IPv6 disabled.
+// For the router and for nodes without coild. Per-namespace sysctls: these change only the lab's
+// namespace. IPv6 only when asked for, so an IPv4 lab also runs on a kernel booted with IPv6 disabled.
 async function enableForwarding(netns: string, dualStack: boolean): Promise<void> {
   const settings = ["net.ipv4.ip_forward=1"];
   if (dualStack) settings.push("net.ipv6.conf.all.forwarding=1");

@@ -6,6 +6,7 @@
 import type { Etcd3 } from "etcd3";
 import { formatCidr, formatIp } from "../../ipam/cidr.ts";
 import { connectEtcd } from "../../ipam/etcd_client.ts";
+import { createEtcdStore } from "../../ipam/etcd_store.ts";
 import { keysFor } from "../../ipam/keys.ts";
 import { createNodeIpam, type NodeIpam } from "../../ipam/node_ipam.ts";
 import { parsePool } from "../../ipam/pool.ts";
@@ -48,7 +49,11 @@ async function claimOnce(etcd: TestEtcd, admin: Etcd3, nodes: number): Promise<O
       clients.push(await connectEtcd({ endpoints: [etcd.endpoint], prefix, callTimeoutMs: 30_000 }));
     }
     ipams.push(
-      ...await Promise.all(clients.map((client, i) => createNodeIpam({ client, prefix, node: `node-${i}` }))),
+      ...await Promise.all(
+        clients.map((client, i) =>
+          createNodeIpam({ store: createEtcdStore(client, prefix), node: `node-${i}` })
+        ),
+      ),
     );
     // Every client connects before the clock starts: the figure is the claim, not the gRPC handshake.
     await Promise.all(clients.map((c) => c.get("warm-up").exists()));

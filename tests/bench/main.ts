@@ -10,6 +10,7 @@ import { benchmark as blockClaim } from "./block_claim.ts";
 import { benchmark as cniExec } from "./cni_exec.ts";
 import { benchmark as ipamThroughput } from "./ipam_throughput.ts";
 import { benchmark as mainMode } from "./main_mode.ts";
+import { benchmark as metricsCost } from "./metrics_cost.ts";
 import { benchmark as routeSync } from "./route_sync.ts";
 
 const BENCHMARKS: readonly Benchmark[] = [
@@ -17,6 +18,7 @@ const BENCHMARKS: readonly Benchmark[] = [
   ipamThroughput,
   blockClaim,
   mainMode,
+  metricsCost,
   routeSync,
   bgpPropagation,
 ];

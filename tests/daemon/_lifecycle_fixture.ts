@@ -39,7 +39,7 @@ export interface NodeOptions {
   setup?: (ns: TestNetns) => Promise<void>;
 }
 
-/** Creates the node netns (lo up, forwarding on), the pool, and starts coild. */
+/** Creates the node netns (lo up; coild itself turns forwarding on), the pool, and starts coild. */
 export async function startNode(options: NodeOptions): Promise<TestNode> {
   const { etcd, client } = options;
   const prefix = etcd.newPrefix();
@@ -51,8 +51,6 @@ export async function startNode(options: NodeOptions): Promise<TestNode> {
   const ns = await createNetns();
   try {
     await ns.exec(["ip", "link", "set", "lo", "up"]);
-    // A node routes between its pods: what every Kubernetes node has.
-    await ns.exec(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
     await options.setup?.(ns);
     const args = options.args ?? [];
     const run = (extra: string[] = []) =>

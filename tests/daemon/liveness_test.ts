@@ -1,6 +1,7 @@
-// Node liveness: a running coild keeps `nodes/<name>` alive through an etcd lease; the key goes when
-// coild stops (revoked) or dies (expired), and comes back when the lease is lost while coild runs.
-// `coil node list` and `coil node remove` read it.
+// Node liveness and identity: a running coild holds `nodes/<name>` alone, through an etcd lease; the key
+// goes when coild stops (revoked) or dies (expired), and comes back when the lease is lost while coild
+// runs; a second coild with the name refuses to start. `coil node list` and `coil node remove` read it,
+// and the fence key that outlives stops and pauses.
 
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
@@ -8,9 +9,19 @@ import type { Etcd3 } from "etcd3";
 import { connectEtcd } from "../../ipam/etcd_client.ts";
 import { parseNodeRecord } from "../../ipam/records.ts";
 import { type CliRun, runCoilCli } from "../helpers/coil_cli.ts";
+import { coildRefusing } from "../helpers/coild.ts";
 import { startEtcd, type TestEtcd } from "../helpers/etcd.ts";
-import { removeLeftoverNetns } from "../helpers/netns.ts";
-import { addPod, addressKeys, createPod, startNode, type TestNode, waitUntil } from "./_lifecycle_fixture.ts";
+import { createNetns, removeLeftoverNetns } from "../helpers/netns.ts";
+import {
+  addPod,
+  addressKeys,
+  cni,
+  createPod,
+  logEntries,
+  startNode,
+  type TestNode,
+  waitUntil,
+} from "./_lifecycle_fixture.ts";
 
 await removeLeftoverNetns();
 
@@ -100,11 +111,19 @@ Deno.test("coil node list and remove use the liveness key", async (t) => {
       assert.equal((await addressKeys(client, node)).size, 1, "nothing changed");
     });
 
-    await t.step("after coild stops, node list says so and node remove releases everything", async () => {
+    await t.step("after coild stops, node list says so; node remove waits for --force", async () => {
       await node.stop();
       const list = JSON.parse((await coil(etcd, node, ["node", "list", "--json"])).stdout);
       assert.deepEqual(list.map((n: { live: boolean }) => n.live), [false]);
-      const run = await coil(etcd, node, ["node", "remove", name]);
+      assert.ok(list[0].removableInSeconds > 500, "alive recently: the default --node-dead-after is 600 s");
+      const refused = await coil(etcd, node, ["node", "remove", name]);
+      assert.equal(refused.code, 1);
+      assert.match(
+        refused.stderr,
+        /its coild was alive recently .* --force is only for a host known to be down/,
+      );
+      assert.equal((await addressKeys(client, node)).size, 1, "nothing changed");
+      const run = await coil(etcd, node, ["node", "remove", name, "--force"]);
       assert.equal(run.code, 0, run.stderr);
       assert.match(
         run.stdout,
@@ -115,6 +134,104 @@ Deno.test("coil node list and remove use the liveness key", async (t) => {
       const after = JSON.parse((await coil(etcd, node, ["node", "list", "--json"])).stdout);
       assert.deepEqual(after, [], "a removed node without coild is not listed");
     });
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("coild holds its node name alone", async (t) => {
+  await using etcd = await startEtcd();
+  const client: Etcd3 = await connectEtcd({ endpoints: [etcd.endpoint], prefix: "/", callTimeoutMs: 5000 });
+  try {
+    await t.step(
+      "a second coild with the name, in another netns, exits before changing anything",
+      async () => {
+        await using node = await startNode({
+          etcd,
+          client,
+          subnets: SUBNETS,
+          args: ["--node-lease-ttl", "3"],
+        });
+        await using pod = await createPod();
+        await addPod(node, pod);
+        const before = await client.getAll().prefix(node.prefix).strings();
+        await using other = await createNetns();
+        const refused = await coildRefusing({
+          etcd,
+          prefix: node.prefix,
+          node: other,
+          nodeName: node.coild.nodeName,
+          args: ["--node-lease-ttl", "3"],
+        });
+        assert.equal(refused.status.code, 1, refused.log);
+        const entries = refused.log.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+        assert.match(
+          String(entries.find((e) => e.msg === "refusing to start")?.error),
+          new RegExp(
+            `^Node name "${node.coild.nodeName}" is held by another coild: host "${Deno.hostname()}" ` +
+              `\\(netns net:\\[\\d+\\], pid ${node.coild.process.pid}, started at .*Give each host its own name`,
+          ),
+          refused.log,
+        );
+        assert.doesNotMatch(
+          refused.log,
+          /"msg":"(export table synced|pod networks recovered)"/,
+          "kernel untouched",
+        );
+        assert.deepEqual(await client.getAll().prefix(node.prefix).strings(), before, "etcd unchanged");
+        assert.equal((await cni(node, "CHECK", pod)).code, 0, "the first keeps serving");
+      },
+    );
+
+    await t.step("a SIGKILLed coild restarted at once takes its name over without waiting", async () => {
+      // A long TTL: waiting for it would take the test's time limit.
+      await using node = await startNode({
+        etcd,
+        client,
+        subnets: SUBNETS,
+        args: ["--node-lease-ttl", "120"],
+      });
+      const pid = node.coild.process.pid;
+      await node.kill();
+      await node.start();
+      const acquired = logEntries(node.coild).find((e) => e.msg === "node name acquired");
+      assert.equal(acquired?.tookOverFromPid, pid, node.coild.log());
+    });
+
+    await t.step(
+      "paused past its TTL: removal refused, then forced; SIGCONT re-acquires the name",
+      async () => {
+        await using node = await startNode({
+          etcd,
+          client,
+          subnets: SUBNETS,
+          args: ["--node-lease-ttl", "2"],
+        });
+        await using pod = await createPod();
+        await addPod(node, pod);
+        const name = node.coild.nodeName;
+        node.coild.process.kill("SIGSTOP");
+        try {
+          await waitUntil("the node key expired", async () => (await nodeKey(client, node)) === undefined);
+          const before = await client.getAll().prefix(node.prefix).strings();
+          const refused = await coil(etcd, node, ["node", "remove", name]);
+          assert.equal(refused.code, 1);
+          assert.match(refused.stderr, /its coild was alive recently .* removable in \d+m/);
+          assert.deepEqual(await client.getAll().prefix(node.prefix).strings(), before, "nothing changed");
+          const forced = await coil(etcd, node, ["node", "remove", name, "--force"]);
+          assert.equal(forced.code, 0, forced.stderr);
+          assert.equal((await addressKeys(client, node)).size, 0);
+        } finally {
+          node.coild.process.kill("SIGCONT");
+        }
+        await waitUntil(
+          "coild acquired its name again",
+          () => logEntries(node.coild).filter((e) => e.msg === "node name acquired").length === 2,
+          () => node.coild.log(),
+        );
+        assert.ok(await nodeKey(client, node), "the node key is back");
+      },
+    );
   } finally {
     client.close();
   }

@@ -227,7 +227,7 @@ async function assertPodWired(node: Node, pod: Pod, result: AddJson, version: st
     { name: hostIf.name, mac: hostIf.mac, sandbox: hostIf.sandbox },
     { name: expectedVeth(pod), mac: hostLink.address, sandbox: undefined },
   );
-  assert.equal(hostLink.ifalias, `coil:${pod.containerId}:eth0`);
+  assert.equal(hostLink.ifalias, `coil:${NETWORK}:${pod.containerId}:eth0`);
   assert.equal(hostLink.mtu, mtu);
   const [podLink] = await ipJson<IpLink>(pod.ns, ["link", "show", "dev", "eth0"]);
   assert.deepEqual(

@@ -13,6 +13,7 @@ import {
   cni,
   createPod,
   logEntries,
+  NETWORK,
   startNode,
   type TestNode,
   type TestPod,
@@ -39,7 +40,7 @@ async function links(ns: TestNetns): Promise<IpLink[]> {
 
 /** The host veth coild tagged for the pod's eth0. */
 async function hostVeth(node: TestNode, pod: TestPod): Promise<string> {
-  const link = (await links(node.ns)).find((l) => l.ifalias === `coil:${pod.containerId}:eth0`);
+  const link = (await links(node.ns)).find((l) => l.ifalias === `coil:${NETWORK}:${pod.containerId}:eth0`);
   assert.ok(link, `host veth of ${pod.name} exists`);
   return link.ifname;
 }

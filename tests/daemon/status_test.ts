@@ -77,11 +77,11 @@ Deno.test("CNI STATUS reports whether coild can serve ADD", async (t) => {
   try {
     await using node = await startNode({ etcd, client });
 
-    await t.step("no pool: 50 naming the missing pool", async () => {
+    await t.step("no pool: 50 saying so", async () => {
       const out = await status(node);
       assert.equal(out.code, 1);
       assert.equal(out.json?.code, 50);
-      assert.match(String(out.json?.msg), /pool "default"/);
+      assert.match(String(out.json?.msg), /No pool exists/);
     });
 
     await t.step("a pool created: 0", async () => {

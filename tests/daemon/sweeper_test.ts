@@ -5,11 +5,14 @@ import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
 import { formatIp } from "../../ipam/cidr.ts";
 import { connectEtcd } from "../../ipam/etcd_client.ts";
+import { createEtcdStore } from "../../ipam/etcd_store.ts";
 import { createNodeIpam } from "../../ipam/node_ipam.ts";
 import { parsePool } from "../../ipam/pool.ts";
 import { PoolStore } from "../../ipam/pool_store.ts";
 import type { LogFields, Logger, LogLevel } from "../../daemon/log.ts";
+import { KeyedQueue } from "../../daemon/keyed_queue.ts";
 import { startSweeper } from "../../daemon/sweeper.ts";
+import { createTeardown } from "../../daemon/teardown.ts";
 import { runCni } from "../helpers/cni.ts";
 import { startEtcd } from "../helpers/etcd.ts";
 import { removeLeftoverNetns } from "../helpers/netns.ts";
@@ -64,7 +67,7 @@ Deno.test("startSweeper() releases an allocation only after two sweeps the grace
     await new PoolStore(client, prefix).createPool(
       parsePool("default", { subnets: SUBNETS, blockSizeBits: 5 }),
     );
-    const ipam = await createNodeIpam({ client, prefix, node: "node-a" });
+    const ipam = await createNodeIpam({ store: createEtcdStore(client, prefix), node: "node-a" });
     try {
       // The sweep judges by the netns path; a plain file stands in for a bind-mounted netns.
       const netns = `${dir}/netns-1`;
@@ -84,8 +87,15 @@ Deno.test("startSweeper() releases an allocation only after two sweeps the grace
       let clock = 1_000_000;
       const { log, entries } = recordingLogger();
       let exports = 0;
+      // The grace logic needs no kernel: this node's pods have no veths to remove.
+      const teardown = createTeardown({
+        ipam,
+        podNetwork: { destroy: () => Promise.resolve() },
+        queue: new KeyedQueue(),
+      });
       const sweeper = startSweeper({
         ipam,
+        teardown,
         syncExport: () => exports++,
         intervalSeconds: 0,
         graceSeconds: 60,

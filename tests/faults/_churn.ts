@@ -18,6 +18,8 @@ export interface ChurnOptions {
   high: number;
   /** Chance that a pod whose ADD failed is added again (same container ID) after its DEL. */
   readdChance: number;
+  /** Start of every container ID (default `churn`): runtimes of several nodes must not share IDs. */
+  idPrefix?: string;
 }
 
 /** One pod and where the runtime is with it. */
@@ -31,6 +33,8 @@ interface Tracked {
   /** No retry before this time (ms since epoch): runtimes back off. */
   notBefore: number;
   ip?: string;
+  /** The ADD's result, the prevResult of a CHECK. */
+  result?: Record<string, unknown>;
   netns?: TestNetns;
   /** The message of the last failed call, for reports. */
   lastError?: string;
@@ -40,6 +44,7 @@ interface Tracked {
 export interface LivePod {
   pod: Pod;
   ip: string;
+  result?: Record<string, unknown>;
 }
 
 /** Counts of one run; `problems` holds anything that must not happen. */
@@ -97,7 +102,7 @@ export class ChurnRuntime implements AsyncDisposable {
   live(): LivePod[] {
     return [...this.#pods.values()]
       .filter((t) => t.state === "up")
-      .map((t) => ({ pod: t.pod, ip: t.ip! }));
+      .map((t) => ({ pod: t.pod, ip: t.ip!, result: t.result }));
   }
 
   /** The live pods in main mode: each must have its host veth and answer a ping. */
@@ -167,7 +172,9 @@ export class ChurnRuntime implements AsyncDisposable {
     const mains = [...this.#pods.values()].filter((t) => t.pod.mode === "main").length;
     const mode = mains < maxMain && random.chance(mainShare) ? "main" : "ipam";
     const n = this.#serial++;
-    const containerId = `churn${n.toString(16).padStart(6, "0")}${random.int(1 << 24).toString(16)}`;
+    const containerId = `${this.#options.idPrefix ?? "churn"}${n.toString(16).padStart(6, "0")}${
+      random.int(1 << 24).toString(16)
+    }`;
     const t: Tracked = {
       pod: { containerId, ifName: "eth0", namespace: "churn", name: `pod-${n}`, mode, netns: "" },
       state: "readd",
@@ -204,6 +211,7 @@ export class ChurnRuntime implements AsyncDisposable {
       }
       t.state = "up";
       t.ip = out.ip;
+      t.result = out.result;
       return;
     }
     this.stats.failedAdds++;

@@ -81,6 +81,29 @@ export class CoildNode implements AsyncDisposable {
     this.#pastLogs.push(coild.log());
   }
 
+  /**
+   * Sends `signal` to the running coild without waiting (SIGSTOP and SIGCONT, to pause it).
+   * @throws {Error} when none runs.
+   */
+  signal(signal: Deno.Signal): void {
+    if (!this.#coild) throw new Error(`No coild of node ${this.name} runs`);
+    this.#coild.process.kill(signal);
+  }
+
+  /**
+   * The aliases of the host veths coild tagged, sorted: `coil:<network>:<containerId>:<ifName>`, or
+   * `coil:<containerId>:<ifName>` as Coil 0.1 wrote them.
+   */
+  async taggedVeths(): Promise<string[]> {
+    const links = await this.netns.ipJson<{ ifalias?: string }[]>(["link", "show", "type", "veth"]);
+    return links.flatMap((l) => l.ifalias?.startsWith("coil:") ? [l.ifalias] : []).sort();
+  }
+
+  /** The container IDs in taggedVeths() (the next-to-last field of either alias form), sorted. */
+  async taggedContainerIds(): Promise<string[]> {
+    return (await this.taggedVeths()).map((alias) => alias.split(":").at(-2)!).sort();
+  }
+
   /** SIGTERM and wait. Idempotent. */
   async stop(): Promise<void> {
     const coild = this.#coild;

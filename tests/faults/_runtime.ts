@@ -1,13 +1,21 @@
 // What a container runtime does with the coil plugin, for the campaigns: netconfs for both modes, one
-// exec per CNI call (helpers/cni.ts), and the outcome sorted into success, "try again" (11) and failure.
+// exec per CNI call (helpers/cni.ts), the outcome sorted into success, "try again" (11) and failure,
+// and each call recorded into the campaign's history (_history.ts) when the network has one.
 
 import { type CniOutcome, runCni } from "../helpers/cni.ts";
 import type { TestNetns } from "../helpers/netns.ts";
+import { type CallResult, History, type Verb } from "./_history.ts";
 
 /** The network all pods of a campaign attach to: both modes share its name, so one GC covers both. */
 export interface Network {
   name: string;
   socket: string;
+  /** Where every call through this module is recorded. */
+  history?: History;
+  /** The node the socket belongs to, for the history's reports. */
+  node?: string;
+  /** Extra environment for the plugin, e.g. COIL_CNI_TIMEOUT_MS. */
+  env?: Record<string, string>;
 }
 
 /** One attachment as the runtime knows it. */
@@ -32,6 +40,10 @@ export interface CallOutcome {
   ip?: string;
   /** ADD in IPAM mode: the gateway given with that address. */
   gateway?: string;
+  /** ADD: every address, with its prefix length. */
+  addresses?: string[];
+  /** ADD: the result as printed, the prevResult of a later CHECK. */
+  result?: Record<string, unknown>;
 }
 
 const CNI_VERSION = "1.1.0";
@@ -54,6 +66,7 @@ function cniArgsOf(pod: Pod): string {
  * same netconf and environment: coil is exec'd directly here, as ptp's part is not under test.
  */
 export async function cniCall(net: Network, command: "ADD" | "DEL", pod: Pod): Promise<CallOutcome> {
+  const start = History.now();
   const raw = await runCni({
     command,
     netconf: netconfOf(net, pod.mode),
@@ -61,8 +74,28 @@ export async function cniCall(net: Network, command: "ADD" | "DEL", pod: Pod): P
     netns: pod.netns,
     ifName: pod.ifName,
     args: cniArgsOf(pod),
+    env: net.env,
   });
-  return outcomeOf(raw);
+  return recorded(net, command, pod, start, outcomeOf(raw));
+}
+
+/** Execs CHECK of `pod` with `prevResult` (its ADD's result), as CRI-O does right after ADD. */
+export async function cniCheck(
+  net: Network,
+  pod: Pod,
+  prevResult: Record<string, unknown>,
+): Promise<CallOutcome> {
+  const start = History.now();
+  const raw = await runCni({
+    command: "CHECK",
+    netconf: { ...netconfOf(net, pod.mode), prevResult },
+    containerId: pod.containerId,
+    netns: pod.netns,
+    ifName: pod.ifName,
+    args: cniArgsOf(pod),
+    env: net.env,
+  });
+  return recorded(net, "CHECK", pod, start, outcomeOf(raw));
 }
 
 /** Execs GC for `net`, keeping exactly `keep`. */
@@ -71,7 +104,46 @@ export async function cniGc(net: Network, keep: Pod[]): Promise<CallOutcome> {
     ...netconfOf(net, "main"),
     "cni.dev/valid-attachments": keep.map((p) => ({ containerID: p.containerId, ifname: p.ifName })),
   };
-  return outcomeOf(await runCni({ command: "GC", netconf }));
+  const start = History.now();
+  const out = outcomeOf(await runCni({ command: "GC", netconf, env: net.env }));
+  net.history?.record({
+    verb: "GC",
+    attachment: { network: net.name, containerId: "", ifName: "" },
+    valid: keep.map((p) => ({ network: net.name, containerId: p.containerId, ifName: p.ifName })),
+    start,
+    result: resultOf(out),
+    node: net.node,
+  });
+  return out;
+}
+
+/** Records the call into the network's history, if any, and returns `out`. */
+function recorded(net: Network, verb: Verb, pod: Pod, start: number, out: CallOutcome): CallOutcome {
+  net.history?.record({
+    verb,
+    attachment: { network: net.name, containerId: pod.containerId, ifName: pod.ifName },
+    start,
+    result: resultOf(out),
+    node: net.node,
+  });
+  return out;
+}
+
+/**
+ * The history's view of an outcome: `refused` when the plugin never reached coild (nothing can have
+ * changed), `unknown` when coild may have acted without answering (cni/client.ts's other 11s, output
+ * that is not the protocol), `error` for an answer.
+ */
+export function resultOf(out: CallOutcome): CallResult {
+  if (out.kind === "ok") return { status: "ok", addresses: out.addresses ?? [] };
+  const { cniCode: code, msg } = out;
+  if (code === 11 && /the socket does not exist|connection refused/.test(msg)) {
+    return { status: "refused", code, msg };
+  }
+  if (code === -1 || (code === 11 && /connection broke|without a reply|no reply within/.test(msg))) {
+    return { status: "unknown", code, msg };
+  }
+  return { status: "error", code, msg };
 }
 
 /** Sorts an exec's result; an exit other than 0 or 1, or output that is not the protocol, is an "error". */
@@ -86,6 +158,8 @@ function outcomeOf(raw: CniOutcome): CallOutcome {
       msg: "",
       ip: first?.address.split("/")[0],
       gateway: first?.gateway,
+      addresses: ips?.map((i) => i.address) ?? [],
+      result: json,
     };
   }
   const cniCode = typeof json?.code === "number" ? json.code : -1;

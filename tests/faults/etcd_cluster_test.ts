@@ -1,7 +1,8 @@
 // Fault campaign: coild against a 3-member etcd cluster. One member (the leader) is killed during an
 // ADD load: no duplicate, and ADDs fail with 11 only in a short window that the runtime's retries cover.
 // Two members killed (quorum lost): ADD and DEL fail with 11 within a bound, nothing is released
-// behind the runtime's back, and ADD works again once quorum returns. Load: COIL_FAULTS_ETCD_ADDS.
+// behind the runtime's back, and ADD works again once quorum returns. Every call goes to the history
+// checker (_history.ts), with etcd samples during the member kill. Load: COIL_FAULTS_ETCD_ADDS.
 
 import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
@@ -10,10 +11,12 @@ import { parsePool } from "../../ipam/pool.ts";
 import { PoolStore } from "../../ipam/pool_store.ts";
 import { runCni } from "../helpers/cni.ts";
 import { EtcdCluster } from "./_etcd_cluster.ts";
+import { assertHistory, History } from "./_history.ts";
 import { compare, type Holder, readIpamState } from "./_ipam_state.ts";
 import { CoildNode } from "./_node.ts";
 import { campaignSeed, envCount } from "./_params.ts";
 import { seededRandom } from "./_random.ts";
+import { sampleEtcd, startSampler } from "./_sampler.ts";
 import { type CallOutcome, cniCall, netconfOf, type Network, type Pod } from "./_runtime.ts";
 
 const ADDS = envCount("COIL_FAULTS_ETCD_ADDS", 150);
@@ -50,7 +53,8 @@ Deno.test("coild over a 3-member etcd cluster rides out a member kill and report
       prefix,
       args: ["--etcd-endpoints", cluster.unixEndpoints().join(","), "--sweep-interval", "0"],
     });
-    const net: Network = { name: "quorum", socket: node.socket };
+    const history = new History();
+    const net: Network = { name: "quorum", socket: node.socket, history, node: node.name };
     const live: { pod: Pod; ip: string }[] = [];
     const attempts: Attempt[] = [];
     const call = async (command: "ADD" | "DEL", pod: Pod) => {
@@ -64,6 +68,8 @@ Deno.test("coild over a 3-member etcd cluster rides out a member kill and report
     await t.step(
       "killing the leader during an ADD load gives no duplicate and a short 11 window",
       async () => {
+        // Quorum holds throughout this step, so the samples' reads do not hang.
+        await using _sampler = startSampler(history, client, prefix, 250);
         let killedAt = 0;
         let victim = -1;
         let next = 0;
@@ -180,6 +186,26 @@ Deno.test("coild over a 3-member etcd cluster rides out a member kill and report
         live.splice(live.indexOf(survivor), 1);
         for (const i of victims) await cluster.waitHealthy(i);
         await assertConsistent(client, prefix, live, node);
+        await sampleEtcd(history, client, prefix);
+      },
+    );
+
+    await t.step(
+      "after DEL of every pod, the whole history holds no duplicate, lost or leftover address",
+      async () => {
+        let next = 0;
+        const worker = async () => {
+          while (next < live.length) {
+            const { pod } = live[next++];
+            while ((await call("DEL", pod)).kind !== "ok") await sleep(random.between(50, 250));
+          }
+        };
+        await Promise.all(Array.from({ length: WORKERS }, worker));
+        history.final({
+          keys: (await readIpamState(client, prefix)).addresses,
+          veths: await node.taggedVeths(),
+        });
+        assertHistory(history, "etcd cluster");
       },
     );
   } finally {

@@ -3,7 +3,8 @@
 // of a known code on stdout; nothing may crash, hang or leave etcd changed. Most inputs run through the
 // dispatcher in-process (cni/skel.ts dispatch() with the real handlers and socket, as cni/main.ts wires
 // them); every (INPUTS / EXECS)-th one runs as a real process. Sizes: COIL_FAULTS_FUZZ_INPUTS,
-// COIL_FAULTS_FUZZ_EXECS; replay: COIL_FAULTS_SEED (the inputs depend on the seed alone).
+// COIL_FAULTS_FUZZ_EXECS; replay: COIL_FAULTS_SEED (the inputs depend on the seed alone). Every ADD and
+// DEL, the runtime's clean-up DELs included, goes to the history checker (_history.ts).
 
 import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
@@ -31,6 +32,8 @@ import { COIL } from "../helpers/coild.ts";
 import { startEtcd } from "../helpers/etcd.ts";
 import { createNetns } from "../helpers/netns.ts";
 import { type FuzzInput, generateInput } from "./_fuzz_inputs.ts";
+import { assertHistory, type CallResult, History } from "./_history.ts";
+import { readIpamState } from "./_ipam_state.ts";
 import { CoildNode } from "./_node.ts";
 import { campaignSeed, envCount } from "./_params.ts";
 import { seededRandom } from "./_random.ts";
@@ -98,6 +101,7 @@ Deno.test("coil in CNI mode answers every generated input with a known code, nev
     const examples = new Map<string, string>();
     const problems: string[] = [];
     const distinct = new Map<string, { count: number; example: string }>();
+    const history = new History();
     let processes = 0;
     let accepted = 0;
     const started = Date.now();
@@ -105,8 +109,10 @@ Deno.test("coil in CNI mode answers every generated input with a known code, nev
       const input = generateInput(random, targets);
       const asProcess = i % execEvery === 0 && processes < EXECS;
       if (asProcess) processes++;
+      const start = History.now();
       const answer = asProcess ? await execInput(input) : await dispatchInput(input);
       const verdict = judge(answer);
+      record(history, input, start, answer, verdict.code);
       const code = verdict.code === undefined ? "none" : String(verdict.code);
       codes.set(code, (codes.get(code) ?? 0) + 1);
       if (asProcess) processCodes.set(code, (processCodes.get(code) ?? 0) + 1);
@@ -128,7 +134,10 @@ Deno.test("coil in CNI mode answers every generated input with a known code, nev
       if (input.env.CNI_COMMAND === "ADD" && (verdict.code === 0 || verdict.code === ERR_TRY_AGAIN_LATER)) {
         const env: Record<string, string> = { ...input.env, CNI_COMMAND: "DEL" };
         delete env.COIL_CNI_TIMEOUT_MS;
-        const cleanup = judge(await dispatchInput({ ...input, env }));
+        const cleanupStart = History.now();
+        const cleanupAnswer = await dispatchInput({ ...input, env });
+        const cleanup = judge(cleanupAnswer);
+        record(history, { ...input, env }, cleanupStart, cleanupAnswer, cleanup.code);
         if (verdict.code === 0 && cleanup.code !== 0) {
           report(`the DEL after it answered ${cleanup.code}: ${cleanup.problem ?? ""}`);
         }
@@ -148,6 +157,8 @@ Deno.test("coil in CNI mode answers every generated input with a known code, nev
     console.log(
       [...examples.entries()].map(([code, example]) => `fuzz: e.g. ${code} <- ${example}`).join("\n"),
     );
+    history.final({ keys: (await readIpamState(client, prefix)).addresses, veths: await node.taggedVeths() });
+    assertHistory(history, "fuzz");
     const summary = [...distinct.values()].map((d) => `${d.count} x ${d.example}`);
     assert.deepEqual(
       summary.slice(0, SHOWN),
@@ -230,6 +241,46 @@ async function execInput(input: FuzzInput): Promise<Answer> {
     signal: out.signal ?? undefined,
     timedOut: signal.aborted,
   };
+}
+
+/**
+ * Records an ADD or DEL input into the history, keyed by what coild keys on: the netconf's `name` (when
+ * the bytes parse), CNI_CONTAINERID and CNI_IFNAME. Other verbs hold and release nothing.
+ */
+function record(history: History, input: FuzzInput, start: number, answer: Answer, code?: number): void {
+  const verb = input.env.CNI_COMMAND;
+  if (verb !== "ADD" && verb !== "DEL") return;
+  let network = "?";
+  try {
+    const name = JSON.parse(new TextDecoder().decode(input.stdin))?.name;
+    if (typeof name === "string") network = name;
+  } catch { /* not JSON: coild never saw it */ }
+  let result: CallResult;
+  if (code === 0) {
+    const ips = verb === "ADD" ? parsedIps(answer.stdout) : [];
+    result = { status: "ok", addresses: ips };
+  } else if (code === ERR_TRY_AGAIN_LATER || code === undefined) {
+    // 11 here means a client timeout of 1 ms: coild may have gone on with the call.
+    result = { status: "unknown", code: code ?? -1, msg: message(answer) };
+  } else {
+    result = { status: "error", code, msg: message(answer) };
+  }
+  const attachment = {
+    network,
+    containerId: input.env.CNI_CONTAINERID ?? "",
+    ifName: input.env.CNI_IFNAME ?? "",
+  };
+  history.record({ verb, attachment, start, result });
+}
+
+/** The addresses of an ADD result on stdout; none when it has no `ips` list. */
+function parsedIps(stdout: string): string[] {
+  try {
+    const ips = JSON.parse(stdout.trim())?.ips;
+    return Array.isArray(ips) ? ips.flatMap((i) => typeof i?.address === "string" ? [i.address] : []) : [];
+  } catch {
+    return [];
+  }
 }
 
 /** The answer's CNI code (0 for success) and what is wrong with it, if anything. */

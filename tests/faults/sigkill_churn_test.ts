@@ -2,7 +2,8 @@
 // trial after trial, while a runtime keeps calling and retrying. After each trial etcd must agree with
 // the runtime (no duplicate, lost or leaked address), GC must find nothing to release, the sweep must
 // give back the surplus empty blocks, table 119 must match the owned blocks, and main-mode pods must
-// still answer a ping. Sizes: COIL_FAULTS_SIGKILL_TRIALS, COIL_FAULTS_SIGKILL_OPS; replay: COIL_FAULTS_SEED.
+// still answer a ping. Every call and etcd samples taken during the churn go to the history checker
+// (_history.ts). Sizes: COIL_FAULTS_SIGKILL_TRIALS, COIL_FAULTS_SIGKILL_OPS; replay: COIL_FAULTS_SEED.
 
 import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
@@ -11,10 +12,12 @@ import { parsePool } from "../../ipam/pool.ts";
 import { PoolStore } from "../../ipam/pool_store.ts";
 import { startEtcd } from "../helpers/etcd.ts";
 import { ChurnRuntime } from "./_churn.ts";
+import { assertHistory, History } from "./_history.ts";
 import { compare, type Disagreements, readIpamState, surplusEmptyBlocks } from "./_ipam_state.ts";
 import { CoildNode } from "./_node.ts";
 import { campaignSeed, envCount } from "./_params.ts";
 import { seededRandom } from "./_random.ts";
+import { sampleEtcd, startSampler } from "./_sampler.ts";
 import { cniGc, type Network, reachable } from "./_runtime.ts";
 
 const TRIALS = envCount("COIL_FAULTS_SIGKILL_TRIALS", 20);
@@ -24,6 +27,8 @@ const WORKERS = envCount("COIL_FAULTS_SIGKILL_WORKERS", 6);
 const MAX_DOWN_MS = 500;
 /** How long the sweep and the route exporter get to converge after a trial (bounded waits, not timings). */
 const CONVERGE_MS = 30_000;
+/** How often etcd is sampled for the history checker during the churn. */
+const SAMPLE_EVERY_MS = 250;
 
 interface Figures {
   trials: number;
@@ -58,7 +63,8 @@ Deno.test("coild killed with SIGKILL during ADD/DEL churn keeps every address un
       prefix,
       args: ["--sweep-interval", "1", "--sweep-grace", "5"],
     });
-    const net: Network = { name: "churn", socket: node.socket };
+    const history = new History();
+    const net: Network = { name: "churn", socket: node.socket, history, node: node.name };
     await using runtime = await ChurnRuntime.create({
       net,
       random,
@@ -84,8 +90,12 @@ Deno.test("coild killed with SIGKILL during ADD/DEL churn keeps every address un
     const started = Date.now();
     for (let trial = 1; trial <= TRIALS; trial++) {
       const ok = await t.step(`trial ${trial}`, async () => {
-        await churnWithKill(node, runtime, random);
-        await runtime.drain();
+        {
+          await using _sampler = startSampler(history, client, prefix, SAMPLE_EVERY_MS);
+          await churnWithKill(node, runtime, random);
+          await runtime.drain();
+        }
+        await sampleEtcd(history, client, prefix);
         await verifyTrial(client, prefix, node, net, runtime, figures);
         figures.trials++;
       });
@@ -101,8 +111,15 @@ Deno.test("coild killed with SIGKILL during ADD/DEL churn keeps every address un
           return state.addresses.length === 0 && surplusEmptyBlocks(state, node.name).length === 0;
         });
         assert.deepEqual(await coilVeths(node), [], node.logTail());
+        history.final({
+          keys: (await readIpamState(client, prefix)).addresses,
+          veths: await node.taggedVeths(),
+        });
       },
     );
+    await t.step("the whole history holds no duplicate, lost or leftover address", () => {
+      assertHistory(history, "sigkill churn");
+    });
 
     const s = runtime.stats;
     const ipamEvents = ipamEventCounts(node.log());
@@ -211,10 +228,9 @@ function assertAgrees(d: Disagreements, node: CoildNode, when: string): void {
   assert.deepEqual(all, [], `etcd and the runtime disagree ${when}:\n${all.join("\n")}\n${node.logTail()}`);
 }
 
-/** Container IDs in the aliases of the host veths coild made (`coil:<containerId>:<ifName>`), sorted. */
-async function coilVeths(node: CoildNode): Promise<string[]> {
-  const links = await node.netns.ipJson<{ ifalias?: string }[]>(["link", "show", "type", "veth"]);
-  return links.flatMap((l) => l.ifalias?.startsWith("coil:") ? [l.ifalias.split(":")[1]] : []).sort();
+/** Container IDs in the aliases of the host veths coild made, sorted. */
+function coilVeths(node: CoildNode): Promise<string[]> {
+  return node.taggedContainerIds();
 }
 
 async function exportedRoutes(node: CoildNode): Promise<string[]> {

@@ -1,6 +1,7 @@
 // Fault campaign: pods whose netns vanished without a DEL (a runtime that crashed or lost the call) are
 // reclaimed by coild's sweep once the grace has passed, and not before; GC with a list of valid
 // attachments releases exactly the others. Pods that still exist keep their address and stay reachable.
+// Every call, every vanished netns and each comparison's etcd read go to the history checker (_history.ts).
 
 import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
@@ -9,6 +10,7 @@ import { parsePool } from "../../ipam/pool.ts";
 import { PoolStore } from "../../ipam/pool_store.ts";
 import { startEtcd, type TestEtcd } from "../helpers/etcd.ts";
 import { createNetns, type TestNetns } from "../helpers/netns.ts";
+import { assertHistory, History } from "./_history.ts";
 import { compare, type Holder, readIpamState } from "./_ipam_state.ts";
 import { CoildNode } from "./_node.ts";
 import { cniCall, cniGc, type Network, type Pod, reachable } from "./_runtime.ts";
@@ -61,6 +63,13 @@ Deno.test("the sweep of coild releases exactly the pods whose netns vanished wit
       assert.match(node.log(), new RegExp(`"released".*sweep: netns .*${p.pod.netns}.*${p.pod.containerId}`));
     }
   });
+
+  await t.step(
+    "after DEL of every pod, the history holds no duplicate, lost or leftover address",
+    async () => {
+      await fixture.deleteAllAndCheck(pods, "vanished netns (sweep)");
+    },
+  );
 });
 
 Deno.test("the sweep of coild keeps a vanished pod's address during the grace, and a restart keeps it too", async (t) => {
@@ -95,6 +104,13 @@ Deno.test("the sweep of coild keeps a vanished pod's address during the grace, a
     );
     await fixture.assertPodsIntact([kept]);
   });
+
+  await t.step(
+    "after DEL of every pod, the history holds no duplicate, lost or leftover address",
+    async () => {
+      await fixture.deleteAllAndCheck(pods, "vanished netns (grace)");
+    },
+  );
 });
 
 Deno.test("GC with valid attachments releases exactly the attachments not listed", async (t) => {
@@ -134,19 +150,27 @@ Deno.test("GC with valid attachments releases exactly the attachments not listed
     const out = await cniCall(net, "DEL", pods[4].pod);
     assert.equal(out.kind, "ok", out.msg);
   });
+
+  await t.step(
+    "after DEL of every pod, the history holds no duplicate, lost or leftover address",
+    async () => {
+      await fixture.deleteAllAndCheck([...pods, second], "vanished netns (GC)");
+    },
+  );
 });
 
 /** One node, its pool, and the pods the test created; dispose removes every pod netns left. */
 class Fixture implements AsyncDisposable {
   readonly node: CoildNode;
   readonly net: Network;
+  readonly history = new History();
   #client: Etcd3;
   #prefix: string;
   #netns: TestNetns[] = [];
 
   private constructor(node: CoildNode, client: Etcd3, prefix: string) {
     this.node = node;
-    this.net = { name: "vanish", socket: node.socket };
+    this.net = { name: "vanish", socket: node.socket, history: this.history, node: node.name };
     this.#client = client;
     this.#prefix = prefix;
   }
@@ -182,6 +206,10 @@ class Fixture implements AsyncDisposable {
     await p.netns![Symbol.asyncDispose]();
     this.#netns.splice(this.#netns.indexOf(p.netns!), 1);
     p.netns = undefined;
+    this.history.vanished(
+      { network: this.net.name, containerId: p.pod.containerId, ifName: p.pod.ifName },
+      this.node.name,
+    );
   }
 
   /** Every way etcd differs from "exactly `live` hold addresses". */
@@ -191,7 +219,10 @@ class Fixture implements AsyncDisposable {
       ifName: p.pod.ifName,
       ip: p.ip,
     }));
-    const d = compare(await readIpamState(this.#client, this.#prefix), holders);
+    const start = History.now();
+    const state = await readIpamState(this.#client, this.#prefix);
+    this.history.sample(start, state.addresses);
+    const d = compare(state, holders);
     return [...d.duplicates, ...d.lost, ...d.leaked, ...d.orphans];
   }
 
@@ -201,9 +232,22 @@ class Fixture implements AsyncDisposable {
     for (const p of mains) {
       assert.ok(await reachable(this.node.netns, p.ip), `${p.pod.containerId} at ${p.ip} does not answer`);
     }
-    const links = await this.node.netns.ipJson<{ ifalias?: string }[]>(["link", "show", "type", "veth"]);
-    const veths = links.flatMap((l) => l.ifalias?.startsWith("coil:") ? [l.ifalias.split(":")[1]] : []);
-    assert.deepEqual(veths.sort(), mains.map((p) => p.pod.containerId).sort(), this.node.logTail());
+    const veths = await this.node.taggedContainerIds();
+    assert.deepEqual(veths, mains.map((p) => p.pod.containerId).sort(), this.node.logTail());
+  }
+
+  /**
+   * DELs every pod (a DEL of a pod already released is a no-op), then checks the whole history.
+   * @throws {AssertionError} when a DEL fails; {Error} on a history violation.
+   */
+  async deleteAllAndCheck(pods: TestPod[], campaign: string): Promise<void> {
+    for (const p of pods) {
+      const out = await cniCall(this.net, "DEL", p.pod);
+      assert.equal(out.kind, "ok", `DEL ${p.pod.containerId}: ${out.msg}\n${this.node.logTail()}`);
+    }
+    const { addresses } = await readIpamState(this.#client, this.#prefix);
+    this.history.final({ keys: addresses, veths: await this.node.taggedVeths() });
+    assertHistory(this.history, campaign);
   }
 
   async waitUntil(what: string, check: () => Promise<boolean>): Promise<void> {

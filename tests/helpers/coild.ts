@@ -28,8 +28,40 @@ export interface TestCoild extends AsyncDisposable {
   kill(): Promise<Deno.CommandStatus>;
 }
 
+/**
+ * Runs a coild that must refuse to start: waits until it exits (in 60 s) and returns its status and log.
+ * @throws when it becomes ready instead.
+ */
+export async function coildRefusing(
+  options: CoildOptions,
+): Promise<{ status: Deno.CommandStatus; log: string }> {
+  const coild = await spawnCoild(options);
+  const deadline = Date.now() + 60_000;
+  while (!coild.exited()) {
+    if (coild.log().includes('"msg":"ready"') || Date.now() > deadline) {
+      await coild.kill();
+      throw new Error(`coild ${coild.nodeName} did not refuse to start:\n${coild.log()}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { status: await coild.stop(), log: coild.log() };
+}
+
 /** Starts coild and waits until its socket answers. @throws when it exits or is not ready in 30 s. */
 export async function startCoild(options: CoildOptions): Promise<TestCoild> {
+  const coild = await spawnCoild(options);
+  const deadline = Date.now() + 30_000;
+  while (!coild.log().includes('"msg":"ready"')) {
+    if (coild.exited() || Date.now() > deadline) {
+      await coild.kill();
+      throw new Error(`coild ${coild.nodeName} did not become ready:\n${coild.log()}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return coild;
+}
+
+async function spawnCoild(options: CoildOptions): Promise<TestCoild & { exited(): boolean }> {
   const dir = await Deno.makeTempDir({ prefix: "coil-t-coild-" });
   const nodeName = options.nodeName ?? options.node.name;
   const socket = `${dir}/coild.sock`;
@@ -68,7 +100,8 @@ export async function startCoild(options: CoildOptions): Promise<TestCoild> {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     return s;
   };
-  const coild: TestCoild = {
+  return {
+    exited: () => exited !== undefined,
     nodeName,
     socket,
     process,
@@ -79,13 +112,4 @@ export async function startCoild(options: CoildOptions): Promise<TestCoild> {
       await finish("SIGTERM");
     },
   };
-  const deadline = Date.now() + 30_000;
-  while (!logText.includes('"msg":"ready"')) {
-    if (exited || Date.now() > deadline) {
-      await coild.kill();
-      throw new Error(`coild ${nodeName} did not become ready:\n${logText}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return coild;
 }

@@ -105,19 +105,25 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
       assert.deepEqual(JSON.parse(assertCliOk(await coil(["pool", "list", "--json"], env))).length, 1);
     });
 
-    await t.step("coil pool delete is refused while a block of the pool is claimed", async () => {
+    await t.step("coil pool delete is refused while a block of the pool holds an address", async () => {
       const prefix = etcd.newPrefix();
       const env = envFor(prefix);
       assertCliOk(await coil(["pool", "create", "default", "10.1.0.0/16"], env));
       await putBlock(client, prefix, "default", "10.1.0.32/27", "node1");
+      await putAddress(client, prefix, "10.1.0.32/27", "10.1.0.33", {});
       assertFails(
         await coil(["pool", "delete", "default"], env),
         1,
-        /^coil: Cannot delete pool "default": 1 block\(s\) still claimed by node1; /m,
+        /^coil: Cannot delete pool "default": 1 block\(s\) still hold addresses, claimed by node1; /m,
       );
       assert.equal(JSON.parse(assertCliOk(await coil(["pool", "list", "--json"], env))).length, 1);
-      await client.delete().key(keysFor(prefix).block("default", parseCidr("10.1.0.32/27")));
+      await client.delete().prefix(keysFor(prefix).addresses());
       assertCliOk(await coil(["pool", "delete", "default"], env));
+      assert.deepEqual(
+        await client.getAll().prefix(keysFor(prefix).blocks()).keys(),
+        [],
+        "the empty block went too",
+      );
     });
 
     await t.step("coil ip show reports the AddressRecord holding an address, or why it is free", async () => {

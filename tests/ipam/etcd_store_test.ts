@@ -35,6 +35,14 @@ Deno.test("createEtcdStore() against a real etcd", async (t) => {
   const client = await connectEtcd({ endpoints: [etcd.endpoint], prefix: "/", callTimeoutMs: 2000 });
   const newStore = () => createEtcdStore(client, etcd.newPrefix());
   try {
+    await t.step("createEtcdStore() refuses a prefix without a trailing slash", () => {
+      assert.throws(() => createEtcdStore(client, "/coil"), (err: unknown) => {
+        assert.ok(err instanceof IpamError && err.kind === "invalid");
+        assert.match(err.message, /^Invalid etcd prefix "\/coil": it must end with "\/"$/);
+        return true;
+      });
+    });
+
     await t.step("claimBlock() claims a free block once and tells the loser who won", async () => {
       const store = newStore();
       const first = await store.claimBlock("default", BLOCK, blockRecord("node1"));
@@ -133,6 +141,43 @@ Deno.test("createEtcdStore() against a real etcd", async (t) => {
       assert.deepEqual(await store.releaseAddresses(stored), [], "keys already gone count as released");
     });
 
+    await t.step(
+      "fenceBlock() moves the block's revision so a write comparing the old one fails",
+      async () => {
+        const store = newStore();
+        const claim = await store.claimBlock("default", BLOCK, blockRecord("node1"));
+        assert.ok(claim.claimed);
+        const guard = { pool: "default", cidr: BLOCK, revision: claim.revision };
+        const a1 = { block: BLOCK, ip: parseIp("10.1.0.1"), record: addressRecord("c1") };
+        assert.ok((await store.putAddresses([guard], [a1])).ok);
+
+        const fence = await store.fenceBlock(guard);
+        assert.ok(fence.fenced);
+        const moved = fence.state.block?.revision;
+        assert.ok(moved && BigInt(moved) > BigInt(claim.revision), `revision ${moved}`);
+        assert.deepEqual(fence.state.block?.record, blockRecord("node1"), "the owner record is kept");
+        assert.deepEqual(fence.state.addresses.map((a) => a.record?.containerId), ["c1"]);
+        const kv = await client.get(store.keys.block("default", BLOCK)).exec();
+        assert.equal(kv.kvs[0].mod_revision, moved);
+        assert.equal(kv.kvs[0].create_revision, claim.revision);
+
+        // A write still in flight with the old revision can no longer commit.
+        const a2 = { block: BLOCK, ip: parseIp("10.1.0.2"), record: addressRecord("c2") };
+        assert.ok(!(await store.putAddresses([guard], [a2])).ok);
+        assert.equal(await client.get(store.keys.address(BLOCK, a2.ip)).exists(), false);
+
+        // A stale fence changes nothing and reads the block as it is; a fence of a gone block reads nothing.
+        const stale = await store.fenceBlock(guard);
+        assert.ok(!stale.fenced);
+        assert.equal(stale.state.block?.revision, moved);
+        await client.delete().key(store.keys.block("default", BLOCK));
+        const gone = await store.fenceBlock({ ...guard, revision: moved });
+        assert.ok(!gone.fenced);
+        assert.equal(gone.state.block, undefined);
+        assert.equal(await client.get(store.keys.block("default", BLOCK)).exists(), false);
+      },
+    );
+
     await t.step("releaseBlock() needs an unchanged block key and an empty address range", async () => {
       const store = newStore();
       const claim = await store.claimBlock("default", BLOCK, blockRecord("node1"));
@@ -217,6 +262,7 @@ Deno.test("createEtcdStore() against a real etcd", async (t) => {
         ["claimBlock", () => store.claimBlock("default", BLOCK, blockRecord("n"))],
         ["claimedBlocks", () => store.claimedBlocks("default")],
         ["releaseBlock", () => store.releaseBlock({ pool: "default", cidr: BLOCK, revision: "1" })],
+        ["fenceBlock", () => store.fenceBlock({ pool: "default", cidr: BLOCK, revision: "1" })],
       ];
       for (const [name, call] of calls) {
         await assert.rejects(call(), (err: unknown) => {

@@ -40,11 +40,19 @@ async function putNode(client: Etcd3, prefix: string, node: string, blocks: Reco
   }
 }
 
+const RECORD: NodeRecord = { node: "", startedAt: "2025-01-02T00:00:00Z", version: "0.1.0" };
+
 /** Marks `node` alive as its coild does: the node key on a lease. Returns the lease, to revoke. */
 async function markAlive(client: Etcd3, prefix: string, node: string) {
   const lease = client.lease(30);
-  const record: NodeRecord = { node, startedAt: "2025-01-02T00:00:00Z", version: "0.1.0" };
-  await lease.put(keysFor(prefix).node(node)).value(JSON.stringify(record));
+  await lease.put(keysFor(prefix).node(node)).value(JSON.stringify({ ...RECORD, node }));
+  return lease;
+}
+
+/** Marks `node` alive recently, as its stopped or paused coild leaves it: the fence key on a long lease. */
+async function markRecent(client: Etcd3, prefix: string, node: string) {
+  const lease = client.lease(600);
+  await lease.put(keysFor(prefix).nodeFence(node)).value(JSON.stringify({ ...RECORD, node }));
   return lease;
 }
 
@@ -60,23 +68,55 @@ Deno.test("coil node list and remove against a real etcd", async (t) => {
       const prefix = etcd.newPrefix();
       await putNode(client, prefix, "node1", { "10.1.0.0/27": ["10.1.0.1", "10.1.0.2"], "10.1.0.32/27": [] });
       await putNode(client, prefix, "node2", { "10.1.0.64/27": ["10.1.0.65"] });
-      const lease = await markAlive(client, prefix, "node1");
-      const live3 = await markAlive(client, prefix, "node3");
+      await putNode(client, prefix, "node4", { "10.1.0.96/27": ["10.1.0.97"] });
+      const leases = [
+        await markAlive(client, prefix, "node1"),
+        await markRecent(client, prefix, "node1"),
+        await markAlive(client, prefix, "node3"),
+        await markRecent(client, prefix, "node4"),
+        await markRecent(client, prefix, "node5"),
+      ];
       try {
         const json = JSON.parse(assertCliOk(await coil(etcd, prefix, ["node", "list", "--json"])));
+        const removable = (json as { removableInSeconds?: number }[]).map((n) => n.removableInSeconds);
+        assert.ok(removable[3]! > 590 && removable[3]! <= 600, `removable in ${removable[3]} s`);
         assert.deepEqual(json, [
           { node: "node1", live: true, blocks: 2, addressesUsed: 2, capacity: 60 },
           { node: "node2", live: false, blocks: 1, addressesUsed: 1, capacity: 30 },
           { node: "node3", live: true, blocks: 0, addressesUsed: 0, capacity: 0 },
+          {
+            node: "node4",
+            live: false,
+            removableInSeconds: removable[3],
+            blocks: 1,
+            addressesUsed: 1,
+            capacity: 30,
+          },
+          {
+            node: "node5",
+            live: false,
+            removableInSeconds: removable[4],
+            blocks: 0,
+            addressesUsed: 0,
+            capacity: 0,
+          },
         ]);
         const text = assertCliOk(await coil(etcd, prefix, ["node", "list"]));
         assert.match(text, /^NODE +COILD +BLOCKS +ADDRESSES-USED +USE$/m);
         assert.match(text, /^node1 +running +2 +2\/60 +3%$/m);
         assert.match(text, /^node2 +not running +1 +1\/30 +3%$/m);
         assert.match(text, /^node3 +running +0 +0\/0 +-$/m);
+        assert.match(
+          text,
+          /^node4 +not running, alive recently \(removable in (9m\d+s|10m)\) +1 +1\/30 +3%$/m,
+        );
+        const blocks = assertCliOk(await coil(etcd, prefix, ["node", "blocks", "node4"]));
+        assert.match(
+          blocks,
+          /^Node "node4" \(coild not running, alive recently \(removable in 9m\d+s\)\): 1 block/m,
+        );
       } finally {
-        await lease.revoke();
-        await live3.revoke();
+        for (const lease of leases) await lease.revoke();
       }
       const empty = etcd.newPrefix();
       assert.match(
@@ -118,7 +158,7 @@ Deno.test("coil node list and remove against a real etcd", async (t) => {
         assert.equal(refused.code, 1);
         assert.match(
           refused.stderr,
-          /^coil: Refusing to remove node "node1": its coild is running \(key ".*nodes\/node1" exists\); stop it first, or use --force\n$/,
+          /^coil: Refusing to remove node "node1": its coild is running \(key ".*nodes\/node1" exists\); stop it first; --force is only for a host known to be down\n$/,
         );
         assert.equal((await keysUnder(client, prefix)).length, 3, "nothing changed");
         const forced = JSON.parse(
@@ -127,6 +167,7 @@ Deno.test("coil node list and remove against a real etcd", async (t) => {
         assert.deepEqual(forced, {
           node: "node1",
           wasAlive: true,
+          wasRecentlyAlive: false,
           blocks: [{ pool: "default", block: "10.1.0.0/27", addresses: 1 }],
         });
         assert.deepEqual(await keysUnder(client, prefix), ["nodes/node1"], "the liveness key is the lease's");
@@ -134,6 +175,30 @@ Deno.test("coil node list and remove against a real etcd", async (t) => {
         await lease.revoke();
       }
     });
+
+    await t.step(
+      "coil node remove refuses a node alive recently unless --force, which drops its fence",
+      async () => {
+        const prefix = etcd.newPrefix();
+        await putNode(client, prefix, "node1", { "10.1.0.0/27": ["10.1.0.1"] });
+        const lease = await markRecent(client, prefix, "node1");
+        try {
+          const refused = await coil(etcd, prefix, ["node", "remove", "node1"]);
+          assert.equal(refused.code, 1);
+          assert.match(
+            refused.stderr,
+            /^coil: Refusing to remove node "node1": its coild was alive recently \(key ".*node-fences\/node1" exists\), so it may only be paused or cut off from etcd, and its pods still use their addresses; the node becomes removable in (9m\d+s|10m), when that key expires; --force is only for a host known to be down\n$/,
+          );
+          assert.equal((await keysUnder(client, prefix)).length, 3, "nothing changed");
+          const forced = assertCliOk(await coil(etcd, prefix, ["node", "remove", "node1", "--force"]));
+          assert.match(forced, /^Warning: node "node1" was alive recently \(--force\)$/m);
+          assert.match(forced, /^Removed node "node1": 1 block\(s\), 1 address\(es\)$/m);
+          assert.deepEqual(await keysUnder(client, prefix), [], "the fence key went too");
+        } finally {
+          await lease.revoke();
+        }
+      },
+    );
 
     await t.step("coil node remove needs a node name", async () => {
       const run = await coil(etcd, etcd.newPrefix(), ["node", "remove"]);

@@ -1,11 +1,13 @@
 // NodeIpam against a real etcd, the block side: claims by concurrent nodes, restart, blocks deleted or
-// filled behind the node's back, and releasing empty blocks while keeping one per pool and family.
+// filled behind the node's back, releasing empty blocks while keeping one per pool and family as long
+// as the pool has room for other nodes, and deleted pools.
 
 import assert from "node:assert/strict";
 import { contains, formatCidr, formatIp } from "../../ipam/cidr.ts";
 import { IpamError } from "../../ipam/errors.ts";
 import type { Allocation, NodeIpam } from "../../ipam/node_ipam.ts";
-import { ips, request, startNodeIpamFixture } from "./node_ipam_fixture.ts";
+import { PoolStore } from "../../ipam/pool_store.ts";
+import { assertIpamError, ips, request, startNodeIpamFixture } from "./node_ipam_fixture.ts";
 
 Deno.test("NodeIpam blocks against a real etcd", async (t) => {
   await using fixture = await startNodeIpamFixture();
@@ -236,6 +238,142 @@ Deno.test("NodeIpam blocks against a real etcd", async (t) => {
       }
       await ipam.settled();
       assert.equal(ipam.ownedBlocks().length, 8);
+    },
+  );
+
+  await t.step("release() gives the last block back when its pool has no free block left", async () => {
+    // One /27: a namespace pool of public addresses, say. Node e1 used it once; e2 must get it now.
+    const { keys, open } = await setup({ dmz: ["10.20.0.0/27"] });
+    const [e1, e2] = [await open("e1"), await open("e2")];
+    await e1.allocate(request("a", "dmz"));
+    await e1.settled();
+    await assertIpamError(e2.allocate(request("b", "dmz")), "exhausted", /"dmz"/);
+    let changes = 0;
+    e1.onBlocksChanged(() => changes++);
+    await e1.release("k8s", "a", "eth0");
+    assert.deepEqual(e1.ownedBlocks(), []);
+    assert.equal(changes, 1, "the exporter is told");
+    const b = await e2.allocate(request("b", "dmz"));
+    const owner = JSON.parse((await client.get(keys.block("dmz", b.addresses[0].block)).string())!);
+    assert.equal(owner.node, "e2");
+  });
+
+  await t.step("releaseEmptyBlocks() lets a /24 in /27 blocks serve more than 8 nodes", async () => {
+    const { open } = await setup({ default: ["10.21.0.0/24"] });
+    const nodes: NodeIpam[] = [];
+    for (let i = 0; i < 10; i++) nodes.push(await open(`n${i}`));
+    // Nodes n0..n7 run one pod each and delete it: n0..n6 keep their empty block as a spare while the
+    // pool has room; n7 takes the last block, so its release gives it back.
+    for (const [i, ipam] of nodes.slice(0, 8).entries()) {
+      await ipam.allocate(request(`c${i}`));
+      await ipam.release("k8s", `c${i}`, "eth0");
+    }
+    assert.deepEqual(nodes.slice(0, 8).map((n) => n.ownedBlocks().length), [1, 1, 1, 1, 1, 1, 1, 0]);
+    await nodes[8].allocate(request("c8"));
+    await assertIpamError(nodes[9].allocate(request("c9")), "exhausted", /"default"/);
+    // At their sweeps, the first node to find the pool full gives its spare back; the others keep theirs.
+    const released = [];
+    for (const ipam of nodes.slice(0, 7)) released.push(...await ipam.releaseEmptyBlocks());
+    assert.equal(released.length, 1);
+    const c9 = await nodes[9].allocate(request("c9"));
+    assert.equal(formatCidr(c9.addresses[0].block), formatCidr(released[0]));
+  });
+
+  await t.step("a spare claim leaves the pool's last free block to a node that asks", async () => {
+    // A /29 in blocks of 4: two blocks of 2 IPv4 pods each.
+    const { open } = await setup({ default: ["10.22.0.0/29"] }, 2);
+    const [e1, e2] = [await open("e1"), await open("e2")];
+    const events: Record<string, unknown>[] = [];
+    const e3 = await open("e3", { log: (e) => events.push(e) });
+    await e1.allocate(request("a0"));
+    await e1.allocate(request("a1"));
+    await e1.settled();
+    assert.equal(e1.ownedBlocks().length, 1, "no spare taken from the last free block");
+    await e2.allocate(request("b0"));
+    await assertIpamError(e3.allocate(request("c0")), "exhausted");
+    assert.ok(!events.some((e) => e.event === "block claimed"));
+
+    // A node's own request may take the last free block.
+    const single = await setup({ default: ["10.23.0.0/29"] }, 2);
+    const n1 = await single.open("n1");
+    for (const id of ["x0", "x1", "x2"]) await n1.allocate(request(id));
+    await n1.settled();
+    assert.equal(n1.ownedBlocks().length, 2);
+  });
+
+  await t.step(
+    "deletePool() of an unused pool: the node holding its empty block drops it at its sweep",
+    async () => {
+      const { keys, prefix, open } = await setup({ default: ["10.24.0.0/24"], dmz: ["10.25.0.0/24"] });
+      const events: Record<string, unknown>[] = [];
+      const e1 = await open("e1", { log: (e) => events.push(e) });
+      const a = await e1.allocate(request("a", "dmz"));
+      const dmzBlock = a.addresses[0].block;
+      await e1.allocate(request("d"));
+      const pools = new PoolStore(client, prefix);
+      await assertIpamError(
+        pools.deletePool("dmz"),
+        "conflict",
+        /1 block\(s\) still hold addresses, claimed by e1/,
+      );
+      await e1.release("k8s", "a", "eth0");
+      assert.equal(e1.ownedBlocks().length, 2, "the pool has room: the empty block is kept as a spare");
+
+      await pools.deletePool("dmz");
+      assert.equal(await client.get(keys.block("dmz", dmzBlock)).exists(), false);
+      let changes = 0;
+      e1.onBlocksChanged(() => changes++);
+      assert.deepEqual(await e1.releaseEmptyBlocks(), [], "nothing released: the block was already gone");
+      assert.deepEqual(e1.ownedBlocks().map((b) => b.pool), ["default"]);
+      assert.equal(changes, 1, "the exporter is told");
+      assert.ok(events.some((e) => e.event === "block lost" && e.block === formatCidr(dmzBlock)));
+    },
+  );
+
+  await t.step(
+    "allocate() into a block of a pool deleted and created again drops the stale block",
+    async () => {
+      const dmz = JSON.stringify({ subnets: ["10.26.0.0/26"], blockSizeBits: 5 });
+      const { keys, prefix, open } = await setup({});
+      await client.put(keys.pool("dmz")).value(dmz);
+      const events: Record<string, unknown>[] = [];
+      const e1 = await open("e1", { log: (e) => events.push(e) });
+      const a = await e1.allocate(request("a", "dmz"));
+      await e1.release("k8s", "a", "eth0");
+      assert.equal(e1.ownedBlocks().length, 1, "one of two blocks claimed: kept as a spare");
+      await new PoolStore(client, prefix).deletePool("dmz");
+      await client.put(keys.pool("dmz")).value(dmz);
+      let changes = 0;
+      e1.onBlocksChanged(() => changes++);
+
+      const b = await e1.allocate(request("b", "dmz"));
+      assert.ok(events.some((e) => e.event === "block lost" && e.block === formatCidr(a.addresses[0].block)));
+      assert.equal(changes, 2, "the stale block dropped, a new one claimed");
+      assert.equal(e1.ownedBlocks().length, 1);
+      const owner = JSON.parse((await client.get(keys.block("dmz", b.addresses[0].block)).string())!);
+      assert.equal(owner.node, "e1");
+    },
+  );
+
+  await t.step(
+    "refreshBlocks() drops a block removed behind the node's back (node remove --force)",
+    async () => {
+      const { keys, store, open } = await setup({ default: ["10.27.0.0/24"] });
+      const e1 = await open("e1");
+      const a = await e1.allocate(request("a"));
+      const block = a.addresses[0].block;
+      let changes = 0;
+      e1.onBlocksChanged(() => changes++);
+      assert.deepEqual(await e1.refreshBlocks(), []);
+      const revision = (await store.readBlock("default", block)).block!.revision;
+      assert.deepEqual(await store.removeBlock({ pool: "default", cidr: block, revision }), {
+        removed: true,
+        addresses: 1,
+      });
+      assert.deepEqual(await e1.refreshBlocks(), [block]);
+      assert.deepEqual(e1.ownedBlocks(), []);
+      assert.equal(changes, 1);
+      assert.deepEqual(await client.getAll().prefix(keys.blocks()).keys(), []);
     },
   );
 });

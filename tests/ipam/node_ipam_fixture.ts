@@ -5,7 +5,9 @@ import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
 import { formatIp } from "../../ipam/cidr.ts";
 import { connectEtcd } from "../../ipam/etcd_client.ts";
+import { createEtcdStore } from "../../ipam/etcd_store.ts";
 import { IpamError, type IpamErrorKind } from "../../ipam/errors.ts";
+import type { IpamStore } from "../../ipam/ipam_store.ts";
 import { type Keys, keysFor } from "../../ipam/keys.ts";
 import {
   type Allocation,
@@ -44,6 +46,8 @@ export async function assertIpamError(promise: Promise<unknown>, kind: IpamError
 export interface NodeIpamSetup {
   prefix: string;
   keys: Keys;
+  /** The etcd store of this prefix, as coild builds it. */
+  store: IpamStore;
   /** A NodeIpam for `node` on this prefix, closed with the fixture. */
   open(node: string, extra?: Partial<NodeIpamOptions>): Promise<NodeIpam>;
 }
@@ -65,15 +69,16 @@ export async function startNodeIpamFixture(): Promise<NodeIpamFixture> {
     async setup(pools, blockSizeBits = 5) {
       const prefix = etcd.newPrefix();
       const keys = keysFor(prefix);
+      const store = createEtcdStore(client, prefix);
       for (const [name, subnets] of Object.entries(pools)) {
         await client.put(keys.pool(name)).value(JSON.stringify({ subnets, blockSizeBits }));
       }
       const open = async (node: string, extra: Partial<NodeIpamOptions> = {}) => {
-        const ipam = await createNodeIpam({ client, prefix, node, ...extra });
+        const ipam = await createNodeIpam({ store, node, ...extra });
         opened.push(ipam);
         return ipam;
       };
-      return { prefix, keys, open };
+      return { prefix, keys, store, open };
     },
     async [Symbol.asyncDispose]() {
       try {

@@ -1,9 +1,9 @@
 // PoolStore against a real etcd: the overlap check across pools holds under concurrent creates, and a
-// pool with claimed blocks cannot be deleted.
+// pool goes with its empty blocks but not while one of its blocks holds an address.
 
 import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
-import { parseCidr } from "../../ipam/cidr.ts";
+import { parseCidr, parseIp } from "../../ipam/cidr.ts";
 import { connectEtcd } from "../../ipam/etcd_client.ts";
 import { IpamError, type IpamErrorKind } from "../../ipam/errors.ts";
 import { keysFor } from "../../ipam/keys.ts";
@@ -228,23 +228,40 @@ Deno.test("PoolStore against a real etcd", async (t) => {
       await store.createPool(pool("b", ["10.1.0.0/16"]));
     });
 
-    await t.step("PoolStore.deletePool() refuses while a block of the pool is claimed", async () => {
+    await t.step("PoolStore.deletePool() refuses while a block of the pool holds an address", async () => {
       const { store, prefix, keys } = newStore();
       await store.createPool(pool("a", ["10.1.0.0/16"]));
       await store.createPool(pool("ab", ["10.2.0.0/16"]));
       await claimBlock(client, prefix, "a", "10.1.0.32/27", "node2");
       await claimBlock(client, prefix, "a", "10.1.0.0/27", "node1");
       await claimBlock(client, prefix, "a", "10.1.0.64/27", "node1");
+      await claimBlock(client, prefix, "ab", "10.2.0.0/27", "node3");
+      const used = keys.address(parseCidr("10.1.0.32/27"), parseIp("10.1.0.33"));
+      await client.put(used).value("{}");
+      await client.put(keys.address(parseCidr("10.1.0.64/27"), parseIp("10.1.0.65"))).value("{}");
       await assertRejects(
         store.deletePool("a"),
         "conflict",
-        /^Cannot delete pool "a": 3 block\(s\) still claimed by node1, node2; a node releases/,
+        /^Cannot delete pool "a": 2 block\(s\) still hold addresses, claimed by node1, node2; delete the pods/,
       );
       assert.ok(await client.get(keys.pool("a")).exists());
-      // Blocks of pool "a" do not hold up "ab", whose name merely starts with "a".
+      assert.equal((await client.getAll().prefix(keys.blocksOfPool("a")).keys()).length, 3);
+
+      // Blocks of pool "a" do not hold up "ab", whose name merely starts with "a"; its empty block goes too.
       await store.deletePool("ab");
-      await client.delete().prefix(keys.blocksOfPool("a"));
+      assert.deepEqual(await client.getAll().prefix(keys.blocksOfPool("ab")).keys(), []);
+      await client.delete().prefix(keys.addresses());
       await store.deletePool("a");
+      assert.deepEqual(await store.listPools(), []);
+      assert.deepEqual(await client.getAll().prefix(keys.blocks()).keys(), []);
+    });
+
+    await t.step("PoolStore.deletePool() deletes more empty blocks than one txn can guard", async () => {
+      const { store, prefix, keys } = newStore();
+      await store.createPool(pool("a", ["10.1.0.0/16"]));
+      for (let i = 0; i < 130; i++) await claimBlock(client, prefix, "a", `10.1.${i}.0/27`, `node${i % 7}`);
+      await store.deletePool("a");
+      assert.deepEqual(await client.getAll().prefix(keys.blocks()).keys(), []);
       assert.deepEqual(await store.listPools(), []);
     });
 
