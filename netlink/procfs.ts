@@ -5,16 +5,19 @@
 import { NetlinkError } from "./errors.ts";
 import { cString, lastErrno, libc, O_CLOEXEC, O_RDONLY } from "./ffi.ts";
 
-/** A /proc file's whole text. @throws {NetlinkError} e.g. ENOENT when it does not exist. */
-export function readProcFile(path: string): string {
+/**
+ * A /proc file's whole text; errors name it as `object` (default: the path).
+ * @throws {NetlinkError} e.g. ENOENT when it does not exist.
+ */
+export function readProcFile(path: string, object = path): string {
   const fd = libc().open(cString(path), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw new NetlinkError({ op: "open", object: path }, lastErrno());
+  if (fd < 0) throw new NetlinkError({ op: "read", object }, lastErrno());
   try {
     const chunks: Uint8Array[] = [];
     const buf = new Uint8Array(4096);
     for (;;) {
       const n = Number(libc().read(fd, buf, BigInt(buf.length)));
-      if (n < 0) throw new NetlinkError({ op: "read", object: path }, lastErrno());
+      if (n < 0) throw new NetlinkError({ op: "read", object }, lastErrno());
       if (n === 0) break;
       chunks.push(buf.slice(0, n));
     }

@@ -16,13 +16,13 @@ function sysctlPath(name: string): string {
 
 /** The parameter's value without the trailing newline. @throws {NetlinkError} e.g. ENOENT when absent. */
 export function readSysctl(name: string): string {
-  return readProcFile(sysctlPath(name)).replace(/\n$/, "");
+  return readProcFile(sysctlPath(name), `sysctl ${name}`).replace(/\n$/, "");
 }
 
 /** Sets the parameter, e.g. `writeSysctl("net.ipv4.ip_forward", "1")`. @throws {NetlinkError} */
 export function writeSysctl(name: string, value: string): void {
   const fd = libc().open(cString(sysctlPath(name)), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) throw new NetlinkError({ op: "open", object: `sysctl ${name}` }, lastErrno());
+  if (fd < 0) throw new NetlinkError({ op: "write", object: `sysctl ${name}` }, lastErrno());
   try {
     // One write from offset 0: the kernel's handlers parse the value from a single call.
     const data = new TextEncoder().encode(`${value}\n`);
