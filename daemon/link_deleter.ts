@@ -1,60 +1,118 @@
-// Deletes host veths off coild's request loop. Unregistering a veth takes the kernel ~25 ms (RCU grace
-// periods) inside the netlink call, and coild's netlink calls are synchronous: done on the main thread,
-// a burst of DELs would stall every other pod's ADD behind them. A few workers, each with its own socket,
-// also let the kernel overlap the deletions, as separate ptp processes do.
+// Deletes host veths in the background. Unregistering a veth takes the kernel ~25 ms (RCU grace periods)
+// inside the netlink call; a DEL answers once its pod is cut off (veth down, routes gone) and its address
+// released, and the deletion finishes here. Each slot is a socket whose call runs on a pool thread
+// (offthread_socket.ts), not a Worker isolate; several slots let the kernel overlap deletions, as
+// separate ptp processes do. The queue is bounded: a burst beyond it makes DEL wait.
 
-/** A request to a worker: delete link `name` if its alias is one of `aliases` (or it has none). */
-export interface DeleteRequest {
-  id: number;
-  name: string;
-  aliases: string[];
+import { isNotFound } from "../netlink/errors.ts";
+import { linkDelOffThread } from "../netlink/link.ts";
+import { OffThreadNetlinkSocket } from "../netlink/offthread_socket.ts";
+
+export interface LinkDeleterOptions {
+  /** Deletions in flight at once, one socket each. Default 4. */
+  slots?: number;
+  /** Deletions queued or in flight beyond which enqueue() waits. Default 64. */
+  capacity?: number;
+  /** Namespace of the links (fd from openNetns()); default: the calling thread's. */
+  netnsFd?: number;
+  /**
+   * Hears a deletion that failed (a link already gone is no failure). The link stays down and
+   * detached, for the next ADD of its name or the start-up repair to remove.
+   */
+  onError?: (link: string, err: unknown) => void;
 }
 
-/** A worker's answer: whether it deleted the link, or the error's message. */
-export type DeleteReply = { id: number; deleted: boolean } | { id: number; error: string };
+interface Job {
+  index: number;
+  name: string;
+}
 
-/** Owns the worker threads; create it while the main thread is in the node's netns (at start-up). */
-export class LinkDeleter {
-  #workers: Worker[];
-  #next = 0;
-  #lastId = 0;
-  #pending = new Map<number, { resolve: (deleted: boolean) => void; reject: (err: Error) => void }>();
+/** Owns the deletion slots; create it in the node's netns (at start-up). */
+export class LinkDeleter implements AsyncDisposable {
+  #free: OffThreadNetlinkSocket[];
+  #all: OffThreadNetlinkSocket[];
+  #capacity: number;
+  #onError: (link: string, err: unknown) => void;
+  #queued: Job[] = [];
+  #inFlight = 0;
+  #waiters: (() => void)[] = [];
+  #closed = false;
 
-  constructor(workers = 4) {
-    const url = new URL("./link_delete_worker.ts", import.meta.url).href;
-    this.#workers = Array.from({ length: workers }, () => {
-      const worker = new Worker(url, { type: "module" });
-      worker.onmessage = (event: MessageEvent<DeleteReply>) => this.#settle(event.data);
-      return worker;
-    });
+  constructor(options: LinkDeleterOptions = {}) {
+    const { slots = 4, capacity = 64, netnsFd } = options;
+    if (slots < 1 || capacity < slots) {
+      throw new RangeError(`Invalid link deleter: ${slots} slots, capacity ${capacity}`);
+    }
+    this.#all = Array.from({ length: slots }, () => new OffThreadNetlinkSocket({ netnsFd }));
+    this.#free = [...this.#all];
+    this.#capacity = capacity;
+    this.#onError = options.onError ?? (() => {});
+  }
+
+  /** Deletions queued or in flight. */
+  get pending(): number {
+    return this.#queued.length + this.#inFlight;
   }
 
   /**
-   * Deletes the link named `name` when its alias is one of `aliases` or it has none. Idempotent: a
-   * missing link or another attachment's link resolves to false.
-   * @throws {Error} with the kernel's refusal.
+   * Queues the deletion of link `index` (`name` for messages); resolves once it is queued, which waits
+   * while `capacity` deletions are pending. After close(), does nothing: the link is left to the next
+   * start-up's repair.
    */
-  delete(name: string, aliases: string[]): Promise<boolean> {
-    const id = ++this.#lastId;
-    const { promise, resolve, reject } = Promise.withResolvers<boolean>();
-    this.#pending.set(id, { resolve, reject });
-    const worker = this.#workers[this.#next++ % this.#workers.length];
-    worker.postMessage({ id, name, aliases } satisfies DeleteRequest);
+  async enqueue(index: number, name: string): Promise<void> {
+    while (!this.#closed && this.pending >= this.#capacity) await this.#change();
+    if (this.#closed) return;
+    this.#queued.push({ index, name });
+    this.#pump();
+  }
+
+  /** Resolves once no deletion is queued or in flight. */
+  async idle(): Promise<void> {
+    while (this.pending > 0) await this.#change();
+  }
+
+  /** Finishes the deletions already queued, then closes the sockets. Idempotent. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#notify();
+    await this.idle();
+    await Promise.all(this.#all.map((sock) => sock.close()));
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #pump(): void {
+    while (this.#free.length > 0 && this.#queued.length > 0) {
+      this.#run(this.#free.pop()!, this.#queued.shift()!);
+    }
+  }
+
+  async #run(sock: OffThreadNetlinkSocket, job: Job): Promise<void> {
+    this.#inFlight++;
+    try {
+      await linkDelOffThread(sock, job.index);
+    } catch (err) {
+      // Gone already: the pod's netns went first (taking the pair along) or an ADD freed the name.
+      if (!isNotFound(err)) this.#onError(job.name, err);
+    } finally {
+      this.#inFlight--;
+      this.#free.push(sock);
+      this.#pump();
+      this.#notify();
+    }
+  }
+
+  #change(): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#waiters.push(resolve);
     return promise;
   }
 
-  /** Stops the workers; deletions still queued are rejected. */
-  close(): void {
-    for (const worker of this.#workers) worker.terminate();
-    for (const { reject } of this.#pending.values()) reject(new Error("coild is stopping"));
-    this.#pending.clear();
-  }
-
-  #settle(reply: DeleteReply): void {
-    const waiter = this.#pending.get(reply.id);
-    if (!waiter) return;
-    this.#pending.delete(reply.id);
-    if ("error" in reply) waiter.reject(new Error(reply.error));
-    else waiter.resolve(reply.deleted);
+  #notify(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const wake of waiters) wake();
   }
 }

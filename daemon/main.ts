@@ -128,7 +128,9 @@ async function run(config: DaemonConfig, log: Logger, stop: ShutdownSignal): Pro
     },
   });
   cleanup.defer(() => ipam.close());
-  const deleter = new LinkDeleter();
+  const deleter = new LinkDeleter({
+    onError: (link, err) => log("warn", "deleting a detached host veth failed", { link, error: err }),
+  });
   cleanup.defer(() => deleter.close());
   const podNetwork = createPodNetwork({
     host,
@@ -273,7 +275,7 @@ function recoverPodNetworks(
 
 function syncExport(exporter: RouteExporter, ipam: NodeIpam, log: Logger): SyncReport | undefined {
   try {
-    const report = exporter.sync(ipam.ownedBlocks().map((b) => b.block));
+    const report = exporter.sync(ipam.ownedBlocks().map((b) => b.block), ipam.poolSubnets());
     if (report.added || report.removed) log("info", "export table synced", { ...report });
     return report;
   } catch (err) {

@@ -18,10 +18,11 @@ import {
   linkDel,
   linkList,
   linkSetAlias,
+  linkSetDown,
   linkSetUp,
 } from "../netlink/link.ts";
 import { closeNetns, isOwnNetns, NotNetnsError, openNetns } from "../netlink/netns.ts";
-import { type Route, routeAdd, routeDump } from "../netlink/route.ts";
+import { type Route, routeAdd, routeDump, routeGet } from "../netlink/route.ts";
 import { NetlinkSocket } from "../netlink/socket.ts";
 import { CODE, DaemonError } from "./errors.ts";
 import { HostRouteTables } from "./host_route_tables.ts";
@@ -32,6 +33,12 @@ export const GATEWAY_V4 = "169.254.1.1";
 export const GATEWAY_V6 = "fe80::1";
 const MAIN_TABLE = 254;
 const DEFAULT_MTU = 1500;
+/**
+ * The alias of a host veth that a DEL cut off and left to the deleter: "/" is in no network name,
+ * container ID or interface name, so no attachment's alias (aliasOf()) can equal it, and a restarted
+ * coild removes such a link as stale.
+ */
+const DETACHED_ALIAS = "coil:/detached:";
 
 /** Sets up, verifies and removes pod networks. Every method runs its kernel work synchronously. */
 export interface PodNetwork {
@@ -53,8 +60,11 @@ export interface PodNetwork {
   /** @throws {DaemonError} naming the first missing or different piece. */
   check(req: CheckRequest, allocation: Allocation): void;
   /**
-   * Removes the pod's veth (its routes go with it), off the request loop when a LinkDeleter is given.
-   * Only a veth tagged as this attachment's (or untagged) goes. Idempotent; fine when the netns is gone.
+   * Removes the pod's veth and with it its host routes. Only a veth tagged as this attachment's (or
+   * untagged) goes. Idempotent; fine when the netns is gone. With a LinkDeleter, it resolves once the
+   * veth is detached — retagged, down (the kernel drops its routes in every table, and the pod's end
+   * loses its carrier) — and queued for deletion: the kernel's ~25 ms of unregistering it come later.
+   * An ADD that needs the name meanwhile deletes the detached veth itself.
    */
   destroy(attachment: Attachment): Promise<void>;
   /** The host veths that coild tagged, by name. */
@@ -175,14 +185,28 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
 
   async function destroy(attachment: Attachment): Promise<void> {
     const name = hostVethName(attachment);
-    const aliases = aliasesOf(attachment);
-    if (options.deleter) {
-      await options.deleter.delete(name, aliases);
-    } else {
-      const link = linkByName(host, name);
-      if (link && isAttachmentLink(link.alias, aliases)) deleteIfPresent(name);
+    const link = linkByName(host, name);
+    if (link && isAttachmentLink(link.alias, aliasesOf(attachment))) {
+      if (!options.deleter) deleteIfPresent(name);
+      else if (detach(link)) await options.deleter.enqueue(link.index, name);
     }
     tables.dropUnused();
+  }
+
+  /**
+   * Cuts a host veth off its pod for a deletion to come; false when it is gone already. Retagged first:
+   * left behind by a crash at any point from here, it is stale to the start-up repair whatever becomes
+   * of the attachment's allocation, never repaired as the pod's.
+   */
+  function detach(link: Link): boolean {
+    try {
+      linkSetAlias(host, link.index, DETACHED_ALIAS + link.index);
+      linkSetDown(host, link.index);
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
   }
 
   function hostLinks(): Map<string, Link> {
@@ -192,13 +216,15 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
 
   /**
    * Frees the host veth's name for a new pair. A leftover of this attachment (a crashed or repeated
-   * ADD, Coil v1 #70) or of an attachment that is gone goes; a live attachment's veth (another network
+   * ADD, Coil v1 #70), of an attachment that is gone, or a veth that a DEL detached and whose background
+   * deletion has not come yet, goes here and now; a live attachment's veth (another network
    * of the same pod, or an older sandbox still set up) is never deleted by someone else's ADD.
    */
   function freeHostName(name: string, req: AddRequest, replaceable: (alias: string) => boolean): void {
     const link = linkByName(host, name);
     if (!link) return;
-    if (!isAttachmentLink(link.alias, aliasesOf(req)) && !replaceable(link.alias!)) {
+    const detached = link.alias?.startsWith(DETACHED_ALIAS) ?? false;
+    if (!detached && !isAttachmentLink(link.alias, aliasesOf(req)) && !replaceable(link.alias!)) {
       throw new DaemonError(
         CODE.tryAgainLater,
         `Host veth "${name}" is held by another attachment (alias "${link.alias}") that is still set up; ` +
@@ -239,9 +265,9 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
 }
 
 /**
- * Runs `fn` with a socket inside the pod's netns. A vanished netns (the sandbox died during ADD) or a
- * path that is no netns (a leftover file whose bind mount is gone: setns() says EINVAL) is a clear
- * CNI error, not a crash.
+ * Runs `fn` with a socket inside the pod's netns. A vanished netns (the sandbox died during ADD), a path
+ * that is no netns (a leftover file whose bind mount is gone, a FIFO: openNetns() never blocks on it) or
+ * coild's own netns is a clear CNI error, not a crash, a stall or the node configured as a pod.
  */
 function withPodNetns<T>(path: string, fn: (pod: { fd: number; sock: NetlinkSocket }) => T): T {
   let fd: number;
@@ -367,12 +393,27 @@ function result(hostLink: Link, podLink: Link, netns: string, addresses: Allocat
 }
 
 /**
+ * Per family, an address that only the default route covers on any plausible node (the top of class E;
+ * the end of the IPv6 documentation prefix), so one `ip route get fibmatch` finds the default route
+ * however many host routes the main table holds.
+ */
+const DEFAULT_ROUTE_PROBES = [
+  [4, "0.0.0.0/0", "255.255.255.254"],
+  [6, "::/0", "2001:db8:ffff:ffff:ffff:ffff:ffff:fffe"],
+] as const;
+
+/**
  * MTU of the interface that carries the host's default route (the pods' traffic leaves there): the
- * IPv4 one, else the IPv6 one (an IPv6-only node), else 1500.
+ * IPv4 one, else the IPv6 one (an IPv6-only node), else 1500. Read on every ADD, so it follows a change
+ * of the uplink's MTU or of the default route at once.
  */
 function defaultRouteMtu(host: NetlinkSocket): number {
-  for (const [family, dst] of [[4, "0.0.0.0/0"], [6, "::/0"]] as const) {
-    const dflt = routeDump(host, { family, table: MAIN_TABLE }).find((r) => r.dst === dst && r.oif);
+  for (const [family, dst, probe] of DEFAULT_ROUTE_PROBES) {
+    let dflt = routeGet(host, probe, { fibMatch: true });
+    // A more specific route covers the probe: find the default route the slow way.
+    if (dflt && dflt.dst !== dst) {
+      dflt = routeDump(host, { family, table: MAIN_TABLE }).find((r) => r.dst === dst);
+    }
     const link = dflt?.oif === undefined ? undefined : linkByIndex(host, dflt.oif);
     if (link) return link.mtu;
   }

@@ -1,8 +1,10 @@
-// Keeps the export table (119 by default) equal to the blocks this node owns: one `dev lo` route per
-// block, stamped with our protocol, for a routing daemon (BIRD) to learn and advertise. Level-triggered:
-// each sync dumps the table, diffs by prefix and applies the difference in one batch, so it repairs
-// hand edits, restarts and missed events alike. The table is Coil's alone: foreign routes are removed.
+// Keeps the export table (119 by default) equal to the blocks this node owns, aggregated: the fewest
+// `dev lo` routes that cover exactly those blocks (ipam/aggregate.ts), stamped with our protocol, for
+// a routing daemon (BIRD) to learn and advertise. Level-triggered: each sync dumps the table, diffs by
+// prefix and applies the difference in one batch, so it repairs hand edits, restarts and missed events
+// alike. The table is Coil's alone: foreign routes are removed.
 
+import { aggregate } from "../ipam/aggregate.ts";
 import { type Cidr, formatCidr } from "../ipam/cidr.ts";
 import { isDumpInterrupted, isExists, isNotFound } from "../netlink/errors.ts";
 import { linkByName } from "../netlink/link.ts";
@@ -17,15 +19,21 @@ export interface RouteExporterOptions {
   protocol: number;
 }
 
-/** What one sync changed. */
+/** What one sync changed, in routes (aggregated prefixes, not blocks). */
 export interface SyncReport {
   added: number;
   removed: number;
 }
 
 export interface RouteExporter {
-  /** Makes the table hold exactly `blocks`; `sync([])` empties it. */
-  sync(blocks: readonly Cidr[]): SyncReport;
+  /**
+   * Makes the table hold exactly aggregate(`blocks`, `bounds`): with the pool subnets as bounds, no
+   * route is wider than a pool subnet. `sync([])` empties the table. Idempotent. Within the
+   * batch, new routes go in before the routes they replace go out: when an aggregate splits (a block
+   * was released), the blocks kept are announced more specifically before the aggregate is withdrawn,
+   * so an address still owned is never left uncovered.
+   */
+  sync(blocks: readonly Cidr[], bounds?: readonly Cidr[]): SyncReport;
 }
 
 const DUMP_ATTEMPTS = 5;
@@ -34,30 +42,31 @@ const DUMP_ATTEMPTS = 5;
 export function createRouteExporter(options: RouteExporterOptions): RouteExporter {
   const { sock, table, protocol } = options;
   return {
-    sync(blocks) {
+    sync(blocks, bounds = []) {
       const lo = linkByName(sock, "lo");
       if (!lo) throw new Error("Cannot export routes: the loopback interface is missing");
-      const desired = new Map(blocks.map((b) => [formatCidr(b), b]));
-      const changes: RouteChange[] = [];
+      const desired = new Set(aggregate(blocks, bounds).map(formatCidr));
+      // A look-alike holding a wanted prefix must go before ours can be added (the kernel would
+      // refuse ours with EEXIST); any other unwanted route goes after the adds.
+      const replaced: RouteChange[] = [];
+      const withdrawn: RouteChange[] = [];
       const present = new Set<string>();
       for (const route of dumpTable(sock, table)) {
         const ours = desired.has(route.dst) && route.protocol === protocol && route.oif === lo.index &&
           route.type === "unicast" && !route.gateway;
         if (ours && !present.has(route.dst)) present.add(route.dst);
-        else changes.push({ op: "del", route: { ...route, table } });
+        else (desired.has(route.dst) ? replaced : withdrawn).push({ op: "del", route: { ...route, table } });
       }
-      for (const dst of desired.keys()) {
-        if (!present.has(dst)) changes.push({ op: "add", route: { dst, oif: lo.index, table, protocol } });
-      }
+      const added: RouteChange[] = [...desired]
+        .filter((dst) => !present.has(dst))
+        .map((dst) => ({ op: "add", route: { dst, oif: lo.index, table, protocol } }));
+      const changes = [...replaced, ...added, ...withdrawn];
       const errors = routeBatch(sock, changes);
       errors.forEach((err, i) => {
         // A route that appeared or vanished since the dump is already in the state we want.
         if (err && !(changes[i].op === "add" ? isExists(err) : isNotFound(err))) throw err;
       });
-      return {
-        added: changes.filter((c) => c.op === "add").length,
-        removed: changes.filter((c) => c.op === "del").length,
-      };
+      return { added: added.length, removed: replaced.length + withdrawn.length };
     },
   };
 }

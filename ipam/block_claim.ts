@@ -1,8 +1,11 @@
-// Choosing and claiming a free block of a pool. Candidates are random, so nodes claiming at once rarely
-// want the same key: uniform among the free blocks of a pool small enough to list, random probes in a
-// huge one (an IPv6 /48 cut into /123 blocks has 2^75 blocks, which must never be enumerated).
+// Choosing and claiming a free block of a pool. A node first extends an aligned run it owns (so that
+// its blocks aggregate into few routes, ipam/claim_order.ts); otherwise candidates are random, so nodes
+// claiming at once rarely want the same key: uniform among the free blocks of untouched regions of a
+// pool small enough to list, random aligned probes in a huge one (an IPv6 /48 cut into /123 blocks has
+// 2^75 blocks, which must never be enumerated).
 
 import { blockAt, blockCount, type Cidr, type Family, familyBits, formatCidr } from "./cidr.ts";
+import { alignedStart, extendingBlock, startBlock } from "./claim_order.ts";
 import type { IpamStore } from "./ipam_store.ts";
 import type { StoredAddress } from "./etcd_values.ts";
 import { IpamError } from "./errors.ts";
@@ -25,6 +28,8 @@ export interface BlockSpace {
 export interface ClaimContext {
   store: IpamStore;
   node: string;
+  /** The blocks the node owns now (any pool): the runs a claim should extend. */
+  ownedBlocks: () => Iterable<Cidr>;
   random: () => number;
   now: () => Date;
   log: (event: Record<string, unknown>) => void;
@@ -106,8 +111,10 @@ export function pickFree(space: BlockSpace, claimed: Set<bigint>, random: () => 
 
 /**
  * Claims a free block of `family` in the pool for `ctx.node` with one txn per attempt; a lost race
- * (the else branch names the winner) counts a retry and picks again. With `spare`, the last free block
- * of a listable pool is left for a node that has none (a huge pool is never that close to full).
+ * (the else branch names the winner) counts a retry and picks again. The candidate extends one of the
+ * node's runs when it can (extendingBlock()), else starts a new one at random (startBlock() in a
+ * listable pool, an aligned probe in a huge one). With `spare`, the last free block of a listable pool
+ * is left for a node that has none (a huge pool is never that close to full).
  * @throws {IpamError} kind "exhausted" naming the pool when no block is free (or, for a spare, only
  * one), "conflict" after MAX_CLAIM_ATTEMPTS lost races, "unavailable" when etcd fails.
  */
@@ -118,12 +125,20 @@ export async function claimBlock(
   options: { spare?: boolean } = {},
 ): Promise<ClaimedBlock> {
   const space = blockSpace(pool, family);
+  const owned = new Set<bigint>();
+  for (const block of ctx.ownedBlocks()) {
+    const i = indexOfBlock(space, block);
+    if (i !== undefined) owned.add(i);
+  }
+  // Blocks this claim lost to others, for a huge pool that is never listed.
+  const lost = new Set<bigint>();
   let probes = space.total > LIST_LIMIT ? PROBES : 0;
   for (let attempt = 0; attempt < MAX_CLAIM_ATTEMPTS; attempt++) {
     let index: bigint | undefined;
     if (probes > 0) {
       probes--;
-      index = space.total > 0n ? randomBelow(space.total, ctx.random) : undefined;
+      index = extendingBlock(space, owned, [...lost].sort(compare), ctx.random) ??
+        (space.total > 0n ? alignedStart(space, randomBelow(space.total, ctx.random)) : undefined);
     } else {
       const claimed = new Set<bigint>();
       for (const block of await ctx.store.claimedBlocks(pool.name)) {
@@ -136,7 +151,11 @@ export async function claimBlock(
           `Pool "${pool.name}" has no IPv${family} block to spare: its last free block is left for other nodes`,
         );
       }
-      index = pickFree(space, claimed, ctx.random);
+      const others = [...claimed].filter((i) => !owned.has(i)).sort(compare);
+      index = extendingBlock(space, owned, others, ctx.random) ??
+        (space.total <= LIST_LIMIT
+          ? startBlock(space, claimed, ctx.random)
+          : pickFree(space, claimed, ctx.random));
     }
     if (index === undefined) {
       throw new IpamError("exhausted", `Pool "${pool.name}" is exhausted: no free IPv${family} block left`);
@@ -147,6 +166,7 @@ export async function claimBlock(
     if (outcome.claimed) {
       return { pool: pool.name, cidr, revision: outcome.revision, addresses: outcome.addresses };
     }
+    lost.add(index);
     ctx.onRetry();
     ctx.log({
       event: "block claim lost",
@@ -159,4 +179,8 @@ export async function claimBlock(
     "conflict",
     `Cannot claim an IPv${family} block of pool "${pool.name}": lost ${MAX_CLAIM_ATTEMPTS} races to other claims`,
   );
+}
+
+function compare(a: bigint, b: bigint): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -34,6 +34,7 @@ export class BlockKeeper {
     this.#claimContext = {
       store,
       node: state.node,
+      ownedBlocks: () => [...state.blocks.values()].map((b) => b.cidr),
       random: options.random,
       now: options.now,
       log: state.log,

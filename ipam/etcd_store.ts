@@ -15,11 +15,14 @@ import {
   type StoredBlock,
 } from "./etcd_values.ts";
 import { IpamError } from "./errors.ts";
-import type { IpamStore } from "./ipam_store.ts";
+import type { BlockGuard, IpamStore } from "./ipam_store.ts";
 import { keysFor, prefixRangeEnd } from "./keys.ts";
+import { type BlockRef, decodeIndexEntry, nodeIndexKeys } from "./node_block_index.ts";
 
 /** How long starting a watch may take before it counts as etcd being unavailable. */
 const WATCH_START_TIMEOUT_MS = 5000;
+/** Index entries per txn: etcd takes 128 ops per txn by default (--max-txn-ops). */
+const INDEX_OPS_PER_TXN = 120;
 
 /**
  * The store over a client and a key prefix. Does not own the client.
@@ -30,6 +33,7 @@ export function createEtcdStore(client: Etcd3, prefix: string): IpamStore {
     throw new IpamError("invalid", `Invalid etcd prefix "${prefix}": it must end with "/"`);
   }
   const keys = keysFor(prefix);
+  const index = nodeIndexKeys(prefix);
 
   async function txn(compare: ICompare[], success: IRequestOp[], failure: IRequestOp[]) {
     try {
@@ -59,6 +63,19 @@ export function createEtcdStore(client: Etcd3, prefix: string): IpamStore {
       { request_range: rangeOf(keys.block(pool, cidr)) },
       { request_range: rangeOf(keys.addressesOfBlock(cidr), true) },
     ];
+  }
+
+  /**
+   * The op deleting the owner's index entry of a block whose key still has `guard.revision` (one read:
+   * the owner is in the value), or none when the key is gone or changed (the guarded txn fails then).
+   */
+  async function indexDeleteOps(guard: BlockGuard): Promise<IRequestOp[]> {
+    const [kv] = await range(keys.block(guard.pool, guard.cidr));
+    if (!kv || kv.mod_revision !== guard.revision) return [];
+    const owner = decodeBlock(keys, guard.pool, guard.cidr, kv)?.record.node;
+    return owner
+      ? [{ request_delete_range: { key: Buffer.from(index.entry(owner, guard.pool, guard.cidr)) } }]
+      : [];
   }
 
   return {
@@ -126,6 +143,7 @@ export function createEtcdStore(client: Etcd3, prefix: string): IpamStore {
         [
           { request_put: { key: Buffer.from(key), value: Buffer.from(JSON.stringify(record)) } },
           { request_range: rangeOf(keys.addressesOfBlock(cidr), true) },
+          { request_put: { key: Buffer.from(index.entry(record.node, pool, cidr)), value: Buffer.alloc(0) } },
         ],
         [{ request_range: rangeOf(key) }],
       );
@@ -145,6 +163,41 @@ export function createEtcdStore(client: Etcd3, prefix: string): IpamStore {
         else blocks.push(decoded);
       }
       return { blocks, bad };
+    },
+    async readNodeIndex(node) {
+      // One txn: the entries and the complete mark at one revision.
+      const res = await txn([], [
+        { request_range: rangeOf(index.entries(node), true, true) },
+        { request_range: { ...rangeOf(index.complete(node), false, true), count_only: true } },
+      ], []);
+      const blocks: BlockRef[] = [];
+      const bad: BadKey[] = [];
+      for (const kv of res.responses[0].response_range.kvs) {
+        const decoded = decodeIndexEntry(index, node, kv.key.toString());
+        if ("problem" in decoded) bad.push(decoded);
+        else blocks.push(decoded);
+      }
+      return { complete: Number(res.responses[1].response_range.count) > 0, blocks, bad };
+    },
+    async updateNodeIndex(node, change) {
+      const ops: IRequestOp[] = [
+        ...change.add.map((b): IRequestOp => ({
+          request_put: { key: Buffer.from(index.entry(node, b.pool, b.cidr)), value: Buffer.alloc(0) },
+        })),
+        ...[...change.remove.map((b) => index.entry(node, b.pool, b.cidr)), ...change.bad ?? []]
+          .map((key): IRequestOp => ({ request_delete_range: { key: Buffer.from(key) } })),
+      ];
+      const mark: IRequestOp = {
+        request_put: { key: Buffer.from(index.complete(node)), value: Buffer.from(new Date().toISOString()) },
+      };
+      // The mark rides in the last txn: a failure on the way leaves the index incomplete, so rebuilt.
+      const batches: IRequestOp[][] = [];
+      for (let i = 0; i < ops.length; i += INDEX_OPS_PER_TXN) {
+        batches.push(ops.slice(i, i + INDEX_OPS_PER_TXN));
+      }
+      if (batches.length === 0) batches.push([]);
+      batches[batches.length - 1].push(mark);
+      for (const batch of batches) await txn([], batch, []);
     },
     async readBlock(pool, cidr) {
       const res = await txn([], readOps(pool, cidr), []);
@@ -209,6 +262,7 @@ export function createEtcdStore(client: Etcd3, prefix: string): IpamStore {
     },
     async releaseBlock(guard) {
       const addrPrefix = keys.addressesOfBlock(guard.cidr);
+      const indexOps = await indexDeleteOps(guard);
       const res = await txn(
         [
           {
@@ -220,7 +274,7 @@ export function createEtcdStore(client: Etcd3, prefix: string): IpamStore {
           // Over a range, `create_revision == 0` holds only when no key exists in it (etcd's applyCompare).
           { ...rangeOf(addrPrefix, true), target: "Create", result: "Equal", create_revision: 0 },
         ],
-        [{ request_delete_range: { key: Buffer.from(keys.block(guard.pool, guard.cidr)) } }],
+        [{ request_delete_range: { key: Buffer.from(keys.block(guard.pool, guard.cidr)) } }, ...indexOps],
         readOps(guard.pool, guard.cidr),
       );
       if (res.succeeded) return { released: true };
@@ -231,11 +285,13 @@ export function createEtcdStore(client: Etcd3, prefix: string): IpamStore {
     },
     async removeBlock(guard) {
       const blockKey = keys.block(guard.pool, guard.cidr);
+      const indexOps = await indexDeleteOps(guard);
       const res = await txn(
         [{ key: Buffer.from(blockKey), target: "Mod", result: "Equal", mod_revision: guard.revision }],
         [
           { request_delete_range: rangeOf(keys.addressesOfBlock(guard.cidr), true) },
           { request_delete_range: { key: Buffer.from(blockKey) } },
+          ...indexOps,
         ],
         [],
       );

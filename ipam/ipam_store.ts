@@ -4,6 +4,7 @@
 import type { Cidr, IpAddress } from "./cidr.ts";
 import type { BadKey, BlockState, StoredAddress, StoredBlock } from "./etcd_values.ts";
 import type { Keys } from "./keys.ts";
+import type { BlockRef } from "./node_block_index.ts";
 import type { AddressRecord, BlockRecord } from "./records.ts";
 
 /** The ModRevision a block key must still have for a write to go ahead. */
@@ -43,10 +44,26 @@ export interface IpamStore {
   ): Promise<() => Promise<void>>;
   /** The blocks of the pool that someone owns (keys only). Unreadable keys are left out. */
   claimedBlocks(pool: string): Promise<Cidr[]>;
-  /** One txn: If CreateRevision(block)==0 Then put the record and read the block's addresses Else read the owner. */
+  /**
+   * One txn: If CreateRevision(block)==0 Then put the record and the owner's index entry and read the
+   * block's addresses Else read the owner.
+   */
   claimBlock(pool: string, cidr: Cidr, record: BlockRecord): Promise<ClaimOutcome>;
   /** Every block key with its owner; those that are not valid blocks come back in `bad`. */
   allBlocks(): Promise<{ blocks: StoredBlock[]; bad: BadKey[] }>;
+  /**
+   * The blocks `node`'s index lists (node_block_index.ts), keys only, and whether the index is complete
+   * (false for data written before the index existed). Entries may be stale: read the blocks.
+   */
+  readNodeIndex(node: string): Promise<{ complete: boolean; blocks: BlockRef[]; bad: BadKey[] }>;
+  /**
+   * Puts `add` into `node`'s index and deletes `remove` (and the `bad` keys) from it, then marks the
+   * index complete. Several txns when the change exceeds one; the mark comes in the last.
+   */
+  updateNodeIndex(
+    node: string,
+    change: { add: BlockRef[]; remove: BlockRef[]; bad?: string[] },
+  ): Promise<void>;
   /** The block key (if any) and every address key of the block. */
   readBlock(pool: string, cidr: Cidr): Promise<BlockState>;
   /**
@@ -62,11 +79,14 @@ export interface IpamStore {
    * @returns the keys left alone because someone else rewrote them.
    */
   releaseAddresses(addresses: { key: string; revision: string }[]): Promise<string[]>;
-  /** One txn deleting the block if its ModRevision is unchanged and its address range is empty. */
+  /**
+   * One txn deleting the block and its owner's index entry if its ModRevision is unchanged and its
+   * address range is empty.
+   */
   releaseBlock(guard: BlockGuard): Promise<{ released: true } | { released: false; state: BlockState }>;
   /**
-   * One txn deleting the block and every address in it if its ModRevision is unchanged (`coil node
-   * remove`, for a dead node). @returns how many address keys went, or false when the block changed.
+   * One txn deleting the block, every address in it and its owner's index entry if its ModRevision is
+   * unchanged (`coil node remove`, for a dead node). @returns how many address keys went, or false when the block changed.
    */
   removeBlock(guard: BlockGuard): Promise<{ removed: true; addresses: number } | { removed: false }>;
 }

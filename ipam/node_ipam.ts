@@ -16,6 +16,7 @@ import { IpamError, isIpamError } from "./errors.ts";
 import { InDoubtWrites } from "./in_doubt_writes.ts";
 import type { IpamStore } from "./ipam_store.ts";
 import { blockId } from "./keys.ts";
+import type { BlockRef } from "./node_block_index.ts";
 import { applyBlockState, dropBlock, newNodeState, type NodeState } from "./node_state.ts";
 import { type OwnedBlockState, type Reservation, reserveAddress, undoReservations } from "./owned_blocks.ts";
 import type { Pool } from "./pool.ts";
@@ -52,6 +53,8 @@ export interface NodeIpam {
   allocations(): Allocation[];
   /** Sorted by pool, family and address. */
   ownedBlocks(): OwnedBlock[];
+  /** The subnets of the pools as this node knows them (no etcd read): what an aggregate must stay inside. */
+  poolSubnets(): Cidr[];
   /** `listener` runs after every claim, release or loss of a block. */
   onBlocksChanged(listener: () => void): void;
   /**
@@ -131,12 +134,34 @@ class LocalIpam implements NodeIpam {
     });
   }
 
+  /**
+   * Reads the blocks this node's index lists (node_block_index.ts) and adopts those still ours, then
+   * drops stale entries. An index not yet complete (data from before it existed) costs one scan of
+   * every block key, after which the index is built, so later starts read only this node's blocks.
+   */
   async load(): Promise<void> {
-    const { blocks, bad } = await this.#store.allBlocks();
-    for (const { key, problem } of bad) this.#state.log({ event: "bad block key", key, problem });
-    const mine = blocks.filter((b) => b.record.node === this.#state.node);
-    const reads = await Promise.all(mine.map((b) => this.#store.readBlock(b.pool, b.cidr)));
+    const { node, log } = this.#state;
+    const index = await this.#store.readNodeIndex(node);
+    for (const { key, problem } of index.bad) log({ event: "bad node index key", key, problem });
+    let candidates: BlockRef[] = index.blocks;
+    if (!index.complete) {
+      const { blocks, bad } = await this.#store.allBlocks();
+      for (const { key, problem } of bad) log({ event: "bad block key", key, problem });
+      candidates = blocks.filter((b) => b.record.node === node);
+    }
+    const reads = await Promise.all(candidates.map((b) => this.#store.readBlock(b.pool, b.cidr)));
     for (const read of reads) applyBlockState(this.#state, read, true);
+    const mine = new Set(reads.filter((r) => r.block?.record.node === node).map((r) => blockId(r.cidr)));
+    const stale = index.blocks.filter((b) => !mine.has(blockId(b.cidr)));
+    if (index.complete && stale.length === 0 && index.bad.length === 0) return;
+    const add = index.complete ? [] : candidates.filter((b) => mine.has(blockId(b.cidr)));
+    try {
+      await this.#store.updateNodeIndex(node, { add, remove: stale, bad: index.bad.map((b) => b.key) });
+    } catch (err) {
+      // The blocks are loaded; an index left as it was is only rebuilt or cleaned at the next start.
+      if (!isIpamError(err, "unavailable")) throw err;
+      log({ event: "node index update failed", node, error: err.message });
+    }
   }
 
   allocate(req: AllocationRequest): Promise<Allocation> {
@@ -277,6 +302,10 @@ class LocalIpam implements NodeIpam {
       a.pool !== b.pool ? (a.pool < b.pool ? -1 : 1) : a.cidr.family - b.cidr.family ||
         (a.cidr.base < b.cidr.base ? -1 : a.cidr.base > b.cidr.base ? 1 : 0);
     return [...this.#state.blocks.values()].sort(order).map((b) => ({ pool: b.pool, block: b.cidr }));
+  }
+
+  poolSubnets(): Cidr[] {
+    return this.#pools.subnets();
   }
 
   onBlocksChanged(listener: () => void): void {

@@ -2,6 +2,7 @@
 // again whole if etcd ends the watch); a lookup that finds nothing re-reads first, so a pool created
 // a moment ago is never reported missing because of watch lag.
 
+import type { Cidr } from "./cidr.ts";
 import type { IpamStore } from "./ipam_store.ts";
 import { IpamError } from "./errors.ts";
 import { DEFAULT_POOL, parsePool, type Pool } from "./pool.ts";
@@ -106,6 +107,11 @@ export class PoolCache {
 
   #hasUsable(): boolean {
     return [...this.#entries.values()].some((e) => !(e instanceof IpamError));
+  }
+
+  /** The subnets of every usable pool as cached (no etcd read). */
+  subnets(): Cidr[] {
+    return [...this.#entries.values()].flatMap((e) => (e instanceof IpamError ? [] : e.subnets));
   }
 
   /** The pool of this name as cached (no etcd read); undefined when it is missing or corrupt. */

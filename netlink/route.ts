@@ -154,6 +154,45 @@ export function routeDump(sock: NetlinkSocket, filter: RouteFilter = {}): Route[
   });
 }
 
+/** What routeGet() asks the kernel. */
+export interface RouteGetOptions {
+  /**
+   * Return the routing table entry that matched (`ip route get fibmatch`: its prefix, gateway and
+   * device) instead of the resolved route to the one address.
+   */
+  fibMatch?: boolean;
+}
+
+const RTM_F_FIB_MATCH = 0x2000;
+const ENETUNREACH = 101;
+const EHOSTUNREACH = 113;
+
+/**
+ * Looks up the route the kernel would use to reach `dst` (an address): `ip route get [fibmatch] <dst>`.
+ * One lookup through the routing rules, however many routes the tables hold.
+ * @returns the route, or undefined when `dst` is unreachable.
+ * @throws {TypeError} for a malformed address; {NetlinkError} when the kernel refuses the request.
+ */
+export function routeGet(sock: NetlinkSocket, dst: string, options: RouteGetOptions = {}): Route | undefined {
+  const ip = parseIp(dst);
+  const w = newMessage(RTM_GETROUTE, NLM_F_REQUEST);
+  // Strict checking (NETLINK_GET_STRICT_CHK) wants every header field but these zero.
+  putStruct(w, RTMSG, {
+    family: addressFamily(ip.family),
+    dstLen: ip.family === 4 ? 32 : 128,
+    flags: options.fibMatch ? RTM_F_FIB_MATCH : 0,
+  });
+  putAttr(w, RTA_DST, ipToBytes(ip));
+  try {
+    return sock.request(endMessage(w), { op: "get route to", object: dst }, parseRoute)[0];
+  } catch (err) {
+    if (err instanceof NetlinkError && (err.errno === ENETUNREACH || err.errno === EHOSTUNREACH)) {
+      return undefined;
+    }
+    throw err;
+  }
+}
+
 /**
  * Applies many changes in a few sendto() calls, in order. Every message is encoded (and validated)
  * before any is sent. Returns, per change, undefined or its NetlinkError (e.g. EEXIST for an add of

@@ -49,13 +49,7 @@ export class NetlinkSocket implements Disposable {
   /** Opens and binds the socket. @throws {NetlinkError} when libmnl or setns fails. */
   constructor(options: NetlinkSocketOptions = {}) {
     const { netnsFd, timeoutMs = 10_000 } = options;
-    this.#handle = netnsFd === undefined ? openBound() : withNetns(netnsFd, openBound);
-    try {
-      configure(this.#handle, timeoutMs);
-    } catch (err) {
-      this.close();
-      throw err;
-    }
+    this.#handle = openRouteSocket(netnsFd, timeoutMs);
     this.#portId = mnl().mnl_socket_get_portid(this.#handle);
     this.#seq = crypto.getRandomValues(new Uint32Array(1))[0];
   }
@@ -214,6 +208,22 @@ export class NetlinkSocket implements Disposable {
       }
     }
   }
+}
+
+/**
+ * A bound, configured libmnl NETLINK_ROUTE socket in the namespace `netnsFd` (default: the calling
+ * thread's), for NetlinkSocket and OffThreadNetlinkSocket alike.
+ * @throws {NetlinkError} when libmnl, setns or a socket option fails (the socket is closed then).
+ */
+export function openRouteSocket(netnsFd: number | undefined, timeoutMs: number): Deno.PointerObject {
+  const handle = netnsFd === undefined ? openBound() : withNetns(netnsFd, openBound);
+  try {
+    configure(handle, timeoutMs);
+  } catch (err) {
+    mnl().mnl_socket_close(handle);
+    throw err;
+  }
+  return handle;
 }
 
 function openBound(): Deno.PointerObject {

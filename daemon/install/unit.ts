@@ -26,8 +26,8 @@ RestartSec=2s
 # Pods keep their network while coild is stopped or restarting: their veths, addresses and routes (and
 # table 119, which BIRD keeps advertising) are kernel state that outlives coild, and their processes
 # live in the container runtime's cgroups, not in this one; the CNI binary answers ADD/DEL with error
-# 11 (try again later) meanwhile, which runtimes retry. coild is a single process: its link-deleting
-# workers are threads, so every KillMode signals them with coild. KillMode only decides about stray
+# 11 (try again later) meanwhile, which runtimes retry. coild is a single process: its background veth
+# deletions run on threads, so every KillMode signals them with coild. KillMode only decides about stray
 # processes: mixed sends SIGTERM to coild alone (it finishes the requests in flight, closes its socket)
 # and SIGKILLs whatever is left after TimeoutStopSec; process would leave strays behind across restarts.
 KillMode=mixed

@@ -2,6 +2,7 @@
 // blocks each holds, and `node remove`, which gives a gone node's blocks and addresses back to the pools.
 
 import type { Command } from "commander";
+import { aggregate } from "../aggregate.ts";
 import { formatCidr } from "../cidr.ts";
 import { formatSeconds } from "../node_presence.ts";
 import { removeNode } from "../node_removal.ts";
@@ -118,18 +119,26 @@ export function registerNodeCommands(program: Command): void {
 
   addEtcdOptions(
     node.command("blocks")
-      .summary("list the blocks a node holds")
-      .description("List the blocks a node holds, by pool, with the number of addresses used in each")
+      .summary("list the blocks a node holds and the prefixes it exports")
+      .description(
+        "List the blocks a node holds, by pool, with the number of addresses used in each, and the " +
+          "prefixes its coild exports for them: the fewest that cover exactly those blocks (buddy blocks " +
+          "merge, two /27s into one /26)",
+      )
       .argument("<node>", "node name, as coild registers it (the Kubernetes node name)")
       .option(
         "--json",
-        "print JSON: {node, live, pools: [{pool, blocks: [{block, addressesUsed, addresses, claimedAt}]}]}",
+        "print JSON: {node, live, exported: [prefix], pools: [{pool, blocks: [{block, addressesUsed, " +
+          "addresses, claimedAt}]}]}",
       ),
   ).action(async (name: string, flags: Flags) => {
     const snapshot = await withEtcd(flags, (client, options) => readSnapshot(client, options.prefix));
     const blocks = snapshot.blocks.filter((b) => b.node === name);
     const live = snapshot.liveNodes.has(name);
     const state = `coild ${coildState(live, snapshot.recentNodes.get(name))}`;
+    // As coild exports them: no prefix wider than a pool subnet.
+    const bounds = snapshot.pools.flatMap((p) => p.subnets);
+    const exported = aggregate(blocks.map((b) => b.block), bounds).map(formatCidr);
     if (flags.json) {
       const pools = [...new Set(blocks.map((b) => b.pool))].map((pool) => ({
         pool,
@@ -140,14 +149,17 @@ export function registerNodeCommands(program: Command): void {
           claimedAt: b.claimedAt,
         })),
       }));
-      console.log(toJson({ node: name, live, pools }));
+      console.log(toJson({ node: name, live, exported, pools }));
       return;
     }
     if (blocks.length === 0) {
       console.log(`Node "${name}" holds no blocks (${state})`);
       return;
     }
-    console.log(`Node "${name}" (${state}): ${blocks.length} block(s)`);
+    console.log(
+      `Node "${name}" (${state}): ${blocks.length} block(s), exported as ${exported.length} ` +
+        `prefix(es): ${exported.join(", ")}`,
+    );
     console.log();
     console.log(table(
       ["POOL", "BLOCK", "USED", "CLAIMED-AT"],

@@ -1,4 +1,5 @@
-// What the kernels say about BGP in the lab: the blocks each node exports (table 119, proto 30), the
+// What the kernels say about BGP in the lab: the prefixes each node exports (table 119, proto 30: its
+// blocks, aggregated), the
 // routes BIRD installed (proto bird) in the router's and nodes' main tables, and waiting for the two
 // to agree.
 
@@ -18,7 +19,7 @@ function families(plan: LabPlan): (4 | 6)[] {
   return plan.options.dualStack ? [4, 6] : [4];
 }
 
-/** The blocks `node` exports: its table 119 routes with protocol 30, both families. */
+/** The prefixes `node` exports (its blocks, aggregated): table 119 routes with protocol 30, both families. */
 export async function exportedBlocks(plan: LabPlan, node: NodePlan): Promise<string[]> {
   const found: string[] = [];
   for (const family of families(plan)) {

@@ -16,8 +16,8 @@ export function printNextSteps(plan: LabPlan, state: LabState): void {
   if (plan.options.coil) {
     rows.push(
       [
-        lab("add-pods node1 40"),
-        "40 more pods on node1: one more block (per family), one more route, not 40",
+        lab("add-pods node1 200"),
+        "200 more pods on node1: 7 more blocks, announced as one run: 3 prefixes (4+2+1 blocks), not 7",
       ],
       [
         lab("del-pods pod-node1-1"),

@@ -1,7 +1,9 @@
 // `scripts/lab add-pods` and `del-pods`: change the pods of a running coild lab, then wait for BGP and
-// show what changed where it matters: the blocks each node exports and the routes the router holds.
+// show what changed where it matters: the blocks each node holds, the prefixes it exports for them (a
+// run of buddy blocks is one prefix) and the routes the router holds.
 
 import { waitConverged } from "./bgp_state.ts";
+import { heldBlocks } from "./coil.ts";
 import { addPods, deletePods, morePods } from "./pods.ts";
 import { detail, step } from "./run.ts";
 import type { LabPlan } from "./plan.ts";
@@ -38,14 +40,23 @@ export async function deletePodsCommand(plan: LabPlan, state: LabState, names: s
 }
 
 async function showRoutes(plan: LabPlan, state: LabState): Promise<void> {
-  step("Waiting for the router and every node to learn every exported block");
+  step("Waiting for the router and every node to learn every exported prefix");
   const exported = await waitConverged(plan);
-  for (const [node, blocks] of exported) {
+  let blocks = 0;
+  for (const [node, prefixes] of exported) {
     const pods = state.pods.filter((p) => p.node === node).length;
-    detail(`${node}: ${pods} pods, exports ${blocks.length} block(s): ${blocks.join(", ") || "none"}`);
+    const held = (await heldBlocks(plan, node)).length;
+    blocks += held;
+    detail(
+      `${node}: ${pods} pods in ${held} block(s), exported as ${prefixes.length} prefix(es): ` +
+        `${prefixes.join(", ") || "none"}`,
+    );
   }
   const routes = [...exported.values()].flat().length;
-  detail(`the router holds ${routes} route(s) for ${state.pods.length} pods: one per block, not one per pod`);
+  detail(
+    `the router holds ${routes} route(s) for ${state.pods.length} pods in ${blocks} blocks: ` +
+      "one per run of blocks, not one per block or pod",
+  );
 }
 
 function requireCoil(plan: LabPlan): void {

@@ -5,9 +5,12 @@
 import { parseArgs } from "node:util";
 import type { Benchmark } from "./_bench.ts";
 import { type Figure, markdownTable, printFigure, printInfo, printTitle } from "./_report.ts";
+import { benchmark as aggregation } from "./aggregation.ts";
 import { benchmark as bgpPropagation } from "./bgp_propagation.ts";
 import { benchmark as blockClaim } from "./block_claim.ts";
 import { benchmark as cniExec } from "./cni_exec.ts";
+import { benchmark as clusterScale } from "./cluster_scale.ts";
+import { benchmark as denseNode } from "./dense_node.ts";
 import { benchmark as ipamThroughput } from "./ipam_throughput.ts";
 import { benchmark as mainMode } from "./main_mode.ts";
 import { benchmark as metricsCost } from "./metrics_cost.ts";
@@ -17,10 +20,13 @@ const BENCHMARKS: readonly Benchmark[] = [
   cniExec,
   ipamThroughput,
   blockClaim,
+  clusterScale,
   mainMode,
+  denseNode,
   metricsCost,
   routeSync,
   bgpPropagation,
+  aggregation,
 ];
 
 const USAGE = `Usage: deno task bench [--quick] [--json FILE] [NAME…]

@@ -29,7 +29,8 @@ async function run(ctx: BenchContext): Promise<void> {
   const sock = netnsSocket.sock;
   const exporter = createRouteExporter({ sock, table: TABLE, protocol: PROTOCOL });
   const space = parseCidr("10.0.0.0/8");
-  const blocks = Array.from({ length: COUNT }, (_, i) => blockAt(space, 27, BigInt(i)));
+  // Every other /27: blocks of no aggregate, so that the exporter writes one route per block, as ip does.
+  const blocks = Array.from({ length: COUNT }, (_, i) => blockAt(space, 27, BigInt(2 * i)));
   const dir = await Deno.makeTempDir({ prefix: "coil-bench-routes-" });
   try {
     const lines = (verb: string) =>

@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import type { Etcd3 } from "etcd3";
+import { aggregate } from "../../ipam/aggregate.ts";
+import { formatCidr, parseCidr } from "../../ipam/cidr.ts";
 import { connectEtcd } from "../../ipam/etcd_client.ts";
 import { type CniOutcome, runCni } from "../helpers/cni.ts";
 import { startEtcd, type TestEtcd } from "../helpers/etcd.ts";
@@ -178,14 +180,20 @@ async function addressKeys(node: Node): Promise<Record<string, string>> {
  * the background claim of a spare block may still be running when a CNI call returns.
  */
 async function assertExportMatchesEtcd(node: Node): Promise<void> {
-  let table: string[] = [], blocks: string[] = [];
+  let table: string[] = [], blocks: string[] = [], exported: string[] = [];
   for (const deadline = Date.now() + 30_000; Date.now() < deadline;) {
     [table, blocks] = await Promise.all([tableDsts(node.ns, 119), ownedBlocks(node)]);
-    if (JSON.stringify(table) === JSON.stringify(blocks)) break;
+    // The node's blocks, aggregated (ipam/aggregate.ts has its own exhaustive tests).
+    exported = aggregate(blocks.map((b) => parseCidr(b))).map(formatCidr).sort();
+    if (JSON.stringify(table) === JSON.stringify(exported)) break;
     await new Promise((r) => setTimeout(r, 200));
   }
   assert.ok(blocks.length > 0, "the node owns blocks");
-  assert.deepEqual(table, blocks, `table 119 equals the node's blocks in etcd\n${node.coild.log()}`);
+  assert.deepEqual(
+    table,
+    exported,
+    `table 119 holds the node's blocks in etcd, aggregated\n${node.coild.log()}`,
+  );
   const routes = [
     ...await ipJson<IpRoute>(node.ns, ["-4", "route", "show", "table", "119"]),
     ...await ipJson<IpRoute>(node.ns, ["-6", "route", "show", "table", "119"]),
@@ -213,8 +221,14 @@ async function rules(ns: TestNetns): Promise<IpRule[]> {
   return [...await ipJson<IpRule>(ns, ["-4", "rule"]), ...await ipJson<IpRule>(ns, ["-6", "rule"])];
 }
 
+/** The node's veths once those that a DEL left to the background deletion are gone (at most 30 s). */
 async function veths(ns: TestNetns): Promise<string[]> {
-  return (await ipJson<IpLink>(ns, ["link", "show", "type", "veth"])).map((l) => l.ifname).sort();
+  for (const deadline = Date.now() + 30_000;;) {
+    const links = await ipJson<IpLink>(ns, ["link", "show", "type", "veth"]);
+    const detached = links.some((l) => l.ifalias?.startsWith("coil:/detached:"));
+    if (!detached || Date.now() > deadline) return links.map((l) => l.ifname).sort();
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Checks the kernel state of one pod after ADD against its result; returns the host veth. */
@@ -448,6 +462,13 @@ Deno.test("main-plugin mode against a real coild, etcd and kernel", async (t) =>
             assert.deepEqual(result.interfaces.map((i) => i.mtu), [1400, 1400]);
             await ping(pod.ns, "169.254.1.1");
             expectOk(await cni(node, "DEL", pod, "1.1.0"), "DEL");
+
+            // The uplink's MTU changes: the next pod follows it.
+            await node.ns.exec(["ip", "link", "set", "up0", "mtu", "1380"]);
+            await using pod3 = await createPod();
+            const result3 = await add(node, pod3, "1.1.0");
+            assert.deepEqual(result3.interfaces.map((i) => i.mtu), [1380, 1380]);
+            expectOk(await cni(node, "DEL", pod3, "1.1.0"), "DEL");
 
             await using pod2 = await createPod();
             const result2 = await add(node, pod2, "1.1.0", { mtu: 1300 });

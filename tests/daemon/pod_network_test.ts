@@ -7,6 +7,7 @@ import type { AddRequest, CheckRequest } from "../../cni/api.ts";
 import { blockOf, parseIp } from "../../ipam/cidr.ts";
 import type { Allocation } from "../../ipam/node_ipam.ts";
 import { CODE, DaemonError } from "../../daemon/errors.ts";
+import { LinkDeleter } from "../../daemon/link_deleter.ts";
 import { createPodNetwork, type PodNetwork } from "../../daemon/pod_network.ts";
 import { aliasOf, hostVethName, isCoilAlias } from "../../daemon/veth_name.ts";
 import { isExists } from "../../netlink/errors.ts";
@@ -67,6 +68,34 @@ async function withNode(
   using s = openNetnsSocket(node);
   linkSetUp(s.sock, 1);
   await fn(node, createPodNetwork({ host: s.sock, defaultHostRouteTable, protocol: PROTOCOL }));
+}
+
+/** withNode() whose PodNetwork deletes veths in the background, as coild's does. */
+async function withDeletingNode(
+  fn: (node: TestNetns, net: PodNetwork, deleter: LinkDeleter) => Promise<void>,
+): Promise<void> {
+  await using node = await createNetns();
+  using s = openNetnsSocket(node);
+  linkSetUp(s.sock, 1);
+  await using deleter = new LinkDeleter({ netnsFd: s.fd, slots: 2, capacity: 4 });
+  await fn(
+    node,
+    createPodNetwork({ host: s.sock, defaultHostRouteTable: 0, protocol: PROTOCOL, deleter }),
+    deleter,
+  );
+}
+
+interface IpLink {
+  ifname: string;
+  ifindex: number;
+  mtu: number;
+  flags: string[];
+  ifalias?: string;
+}
+
+async function hostLink(node: TestNetns, name: string): Promise<IpLink | undefined> {
+  const list = await node.ipJson<IpLink[]>(["link", "show"]);
+  return list.find((l) => l.ifname === name);
 }
 
 /** A pod netns with lo up; disposing it twice is fine (a test may delete it early). */
@@ -318,6 +347,113 @@ Deno.test("destroy() removes only the veth of its own attachment and is idempote
     net.destroy(req);
     net.destroy(req);
     assert.deepEqual(await links(node), []);
+  });
+});
+
+Deno.test("destroy() with a deleter resolves once the veth is cut off and routeless, then deletes it", async () => {
+  await withDeletingNode(async (node, net, deleter) => {
+    await using pod = await createPod();
+    const a = allocation("c-bg", ["10.1.0.20", "fd00:1::20"]);
+    const req = addRequest(a, pod.path, { hostRouteTable: 116 });
+    const name = hostVethName(req);
+    net.setup(req, a, replaceNone);
+    const before = (await hostLink(node, name))!;
+    await net.destroy(req);
+    // The teardown order's guarantee (teardown.ts): no host route is left when destroy() resolves,
+    // whether or not the kernel has unregistered the veth yet.
+    for (const family of [4, 6] as const) {
+      assert.deepEqual(await routesOf(node, family, "116"), [], `IPv${family} routes in table 116`);
+      assert.deepEqual((await routesOf(node, family)).filter((r) => r.endsWith(name)), []);
+    }
+    const after = await hostLink(node, name);
+    if (after) {
+      assert.equal(after.ifindex, before.ifindex);
+      assert.ok(!after.flags.includes("UP"), "a veth awaiting deletion is down");
+      assert.equal(after.ifalias, `coil:/detached:${before.ifindex}`);
+    }
+    await deleter.idle();
+    assert.deepEqual(await links(node), []);
+    assert.deepEqual(await links(pod), [], "the pod's end went with it");
+  });
+});
+
+Deno.test("setup() of the same attachment or address while its old veth awaits deletion gets a new veth", async () => {
+  await withDeletingNode(async (node, net, deleter) => {
+    // More pods than slots and capacity: later destroy() calls wait for the queue, and the re-ADDs
+    // below meet old veths that are still there.
+    const pods: TestNetns[] = [];
+    const created: TestNetns[] = [];
+    const newPod = async () => {
+      const pod = await createPod();
+      created.push(pod);
+      return pod;
+    };
+    try {
+      for (let i = 0; i < 9; i++) pods.push(await newPod());
+      const first = pods.map((pod, i) => {
+        const a = allocation(`c-re-${i}`, [`10.1.0.${30 + i}`]);
+        net.setup(addRequest(a, pod.path), a, replaceNone);
+        return a;
+      });
+      const seenOld: string[] = [];
+      const takers = new Map<number, Allocation>();
+      await Promise.all(first.map(async (a, i) => {
+        await net.destroy(addRequest(a, pods[i].path));
+        const name = hostVethName(addRequest(a, ""));
+        if (await hostLink(node, name)) seenOld.push(name);
+        // i % 3: 0, the same attachment again; 1, a new sandbox of the same pod (same veth name) with
+        // another address; 2, another pod taking the address.
+        if (i % 3 === 0) {
+          net.setup(addRequest(a, pods[i].path), a, replaceNone);
+        } else if (i % 3 === 1) {
+          const again = { ...allocation(`${a.containerId}-2`, [`10.1.1.${i}`]), podName: a.podName };
+          net.setup(addRequest(again, pods[i].path), again, () => true);
+        } else {
+          const other = pods[i] = await newPod();
+          const taker = { ...a, containerId: `${a.containerId}-taker`, podName: `taker-${i}` };
+          takers.set(i, taker);
+          net.setup(addRequest(taker, other.path), taker, replaceNone);
+        }
+      }));
+      await deleter.idle();
+      for (const [i, a] of first.entries()) {
+        const name = hostVethName(addRequest(takers.get(i) ?? a, ""));
+        const link = await hostLink(node, name);
+        assert.ok(link?.flags.includes("UP"), `${name} is up after the old one's deletion ran`);
+        const ip = i % 3 === 1 ? `10.1.1.${i}` : `10.1.0.${30 + i}`;
+        assert.ok((await routesOf(node, 4)).includes(`${ip} ${name}`), `host route ${ip} via ${name}`);
+        await ping(pods[i], "169.254.1.1");
+      }
+      console.log(`old veths still present at the re-ADD: ${seenOld.length} of ${first.length}`);
+    } finally {
+      for (const pod of created) await pod[Symbol.asyncDispose]();
+    }
+  });
+});
+
+Deno.test("setup() takes the MTU of the default route's device, after a change too", async () => {
+  await withNode(async (node, net) => {
+    await node.exec(["ip", "link", "add", "up0", "mtu", "1400", "type", "veth", "peer", "name", "up1"]);
+    await node.exec(["ip", "link", "set", "up0", "up"]);
+    await node.exec(["ip", "link", "set", "up1", "up"]);
+    await node.exec(["ip", "route", "add", "default", "dev", "up0"]);
+    const mtuOfNewPod = async (id: string, ip: string) => {
+      await using pod = await createPod();
+      const a = allocation(id, [ip]);
+      const result = net.setup(addRequest(a, pod.path), a, replaceNone);
+      net.destroy(addRequest(a, pod.path));
+      return result.interfaces.map((i) => i.mtu);
+    };
+    assert.deepEqual(await mtuOfNewPod("c-mtu-1", "10.1.0.40"), [1400, 1400]);
+    await node.exec(["ip", "link", "set", "up0", "mtu", "1350"]);
+    assert.deepEqual(await mtuOfNewPod("c-mtu-2", "10.1.0.41"), [1350, 1350], "the uplink's new MTU");
+    // A route more specific than the default covering the lookup's probe address: found all the same.
+    await node.exec(["ip", "route", "add", "240.0.0.0/4", "dev", "up1"]);
+    await node.exec(["ip", "link", "set", "up1", "mtu", "1200"]);
+    assert.deepEqual(await mtuOfNewPod("c-mtu-3", "10.1.0.42"), [1350, 1350], "not the probe's route");
+    await node.exec(["ip", "route", "del", "default"]);
+    await node.exec(["ip", "route", "add", "default", "dev", "up1"]);
+    assert.deepEqual(await mtuOfNewPod("c-mtu-4", "10.1.0.43"), [1200, 1200], "a default via another device");
   });
 });
 

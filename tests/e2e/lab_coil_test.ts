@@ -1,9 +1,12 @@
 // The seed's architecture, live: `scripts/lab` with coild on every node, CNI pods, etcd and BIRD 2.
-// Pods reach each other across nodes over IPv4 and IPv6, the router holds one route per claimed block
-// (as etcd and each node's table 119 say), emptied blocks are withdrawn, and a coild restart is
-// invisible to BGP and to the pods.
+// Pods reach each other across nodes over IPv4 and IPv6, the router holds one route per run of claimed
+// blocks (etcd's blocks aggregated, as each node's table 119 says), an emptied block splits its
+// aggregate and is never covered again, a block moving between nodes keeps every pod reachable, and a
+// coild restart is invisible to BGP and to the pods.
 
 import assert from "node:assert/strict";
+import { aggregate } from "../../ipam/aggregate.ts";
+import { formatCidr, formatIp, parseCidr } from "../../ipam/cidr.ts";
 import { exportedBlocks, learnedRoutes, routerRoutesByNode } from "../../scripts/lab.d/bgp_state.ts";
 import { birdRoutes } from "../../scripts/lab.d/bird.ts";
 import { addressHolder, heldBlocks } from "../../scripts/lab.d/coil.ts";
@@ -19,8 +22,12 @@ import { LAB, lab, labName, withLab } from "./lab_fixture.ts";
 /** BGP converges in seconds; the machine is shared, so allow much more. */
 const CONVERGE_MS = 60_000;
 
-/** One node's blocks as each party sees them, sorted: etcd, its table 119, and the router. */
+/**
+ * One node's blocks as each party sees them, sorted: etcd's blocks and their aggregate (what the node
+ * must export), its table 119, and the router.
+ */
 interface BlockViews {
+  blocks: string[];
   etcd: string[];
   exported: string[];
   atRouter: string[];
@@ -30,8 +37,10 @@ async function blockViews(plan: LabPlan): Promise<Map<string, BlockViews>> {
   const atRouter = await routerRoutesByNode(plan);
   const views = new Map<string, BlockViews>();
   for (const node of plan.nodes) {
+    const blocks = (await heldBlocks(plan, node.name)).map((b) => b.block).sort();
     views.set(node.name, {
-      etcd: (await heldBlocks(plan, node.name)).map((b) => b.block).sort(),
+      blocks,
+      etcd: aggregate(blocks.map((b) => parseCidr(b))).map(formatCidr).sort(),
       exported: (await exportedBlocks(plan, node)).sort(),
       atRouter: (atRouter.get(node.name) ?? []).sort(),
     });
@@ -39,8 +48,8 @@ async function blockViews(plan: LabPlan): Promise<Map<string, BlockViews>> {
   return views;
 }
 
-// Waits until, for every node, etcd, its table 119 and the router name the same blocks, and every
-// other node learned them; returns the views. The timeout error shows the last disagreement.
+// Waits until, for every node, etcd (aggregated), its table 119 and the router name the same prefixes,
+// and every other node learned them; returns the views. The timeout error shows the last disagreement.
 function waitBlocksAgree(plan: LabPlan): Promise<Map<string, BlockViews>> {
   return poll("etcd, table 119 and the router agreeing on every block", CONVERGE_MS, async () => {
     const views = await blockViews(plan);
@@ -148,36 +157,40 @@ Deno.test("main() demo brings up dual-stack coild pods that reach each other acr
   });
 });
 
-Deno.test("main() add-pods makes the router hold one route per claimed block, not one per pod", async (t) => {
+Deno.test("main() add-pods makes the router hold one route per run of blocks, not one per block", async (t) => {
   await withLab(["up", "--pods", "1"], async (plan) => {
     const [node1, node2] = plan.nodes;
 
     await t.step(
-      "40 more pods on node1 make 2 or 3 blocks, as etcd, table 119 and the router say",
+      "200 more pods on node1 make 7 or 8 blocks in one run, announced as the fewest prefixes (3 or 1)",
       async () => {
-        const output = await lab(["add-pods", "node1", "40", "--name", plan.options.name]);
-        assert.match(output, /the router holds \d+ route\(s\) for 42 pods/);
+        const output = await lab(["add-pods", "node1", "200", "--name", plan.options.name]);
+        assert.match(output, /the router holds \d+ route\(s\) for 202 pods in \d+ blocks/);
+        assert.match(output, /node1: 201 pods in [78] block\(s\), exported as [1-3] prefix\(es\)/);
         const state = await currentState(plan);
-        assert.equal(state.pods.filter((p) => p.node === "node1").length, 41);
+        assert.equal(state.pods.filter((p) => p.node === "node1").length, 201);
         const views = await waitBlocksAgree(plan);
-        const blocks = views.get("node1")!.atRouter;
-        assert.ok(blocks.length === 2 || blocks.length === 3, `node1 has ${blocks.length} blocks: ${blocks}`);
+        const { blocks, atRouter } = views.get("node1")!;
+        assert.ok(blocks.length === 7 || blocks.length === 8, `node1 has ${blocks.length} blocks: ${blocks}`);
+        // One aligned run: as few prefixes as the block count has one bits (7 = 4+2+1 → 3, 8 → 1).
+        const fewest = blocks.length.toString(2).replaceAll("0", "").length;
+        assert.equal(atRouter.length, fewest, `node1 announces ${atRouter} for ${blocks}`);
         assert.equal(views.get("node2")!.atRouter.length, 1);
         const used = (await heldBlocks(plan, "node1")).reduce((sum, b) => sum + b.addressesUsed, 0);
-        assert.equal(used, 41, "etcd holds one address per node1 pod");
+        assert.equal(used, 201, "etcd holds one address per node1 pod");
       },
     );
 
-    await t.step("node2 learns node1's blocks via the router and reaches all 41 pods", async () => {
-      for (const block of (await heldBlocks(plan, "node1")).map((b) => b.block)) {
-        const found = await routes(node2.netns, 4, "main", [block]);
-        assert.equal(found.length, 1, `node2 has no route to ${block}`);
+    await t.step("node2 learns node1's prefixes via the router and reaches all 201 pods", async () => {
+      for (const prefix of (await waitBlocksAgree(plan)).get("node1")!.atRouter) {
+        const found = await routes(node2.netns, 4, "main", [prefix]);
+        assert.equal(found.length, 1, `node2 has no route to ${prefix}`);
         assert.equal(found[0].gateway, node2.uplink.router4);
       }
       await assertAllPingsSucceed((await currentState(plan)).pods);
     });
 
-    await t.step("deleting every pod of a full block releases it and withdraws its route", async () => {
+    await t.step("deleting every pod of a full block releases it: no route covers it any more", async () => {
       const state = await currentState(plan);
       const held = await heldBlocks(plan, "node1");
       const full = held.reduce((a, b) => a.addressesUsed >= b.addressesUsed ? a : b);
@@ -189,12 +202,18 @@ Deno.test("main() add-pods makes the router hold one route per claimed block, no
       await deletePods(plan, state, victims);
       const views = await poll(`node1 releasing ${full.block}`, CONVERGE_MS, async () => {
         const now = await waitBlocksAgree(plan);
-        return now.get("node1")!.etcd.includes(full.block) ? undefined : now;
+        return now.get("node1")!.blocks.includes(full.block) ? undefined : now;
       });
-      assert.ok(!views.get("node1")!.atRouter.includes(full.block));
-      assert.deepEqual(await routes(node2.netns, 4, "main", [full.block]), []);
-      assert.deepEqual(await routes(node1.netns, 4, "119", [full.block]), []);
-      const freed = await addressHolder(plan, victims[0].addresses[0]);
+      const freedAddress = victims[0].addresses[0];
+      assert.equal(
+        blockHolding(freedAddress, views.get("node1")!.atRouter),
+        "-",
+        "the router still covers it",
+      );
+      assert.equal(blockHolding(freedAddress, await exportedBlocks(plan, node1)), "-", "table 119 covers it");
+      const atNode2 = (await learnedRoutes(plan, node2.netns)).map((r) => r.dst);
+      assert.equal(blockHolding(freedAddress, atNode2), "-", "node2 still routes it");
+      const freed = await addressHolder(plan, freedAddress);
       assert.equal(freed.allocated, false);
       assert.equal(freed.blockOwner, undefined, "the released block has no owner in etcd");
       assert.ok(views.get("node1")!.atRouter.length >= 1, "node1 keeps the block its other pods use");
@@ -203,10 +222,95 @@ Deno.test("main() add-pods makes the router hold one route per claimed block, no
   });
 });
 
+Deno.test("a block moving between nodes stays reachable: its new owner announces it more specifically", async (t) => {
+  await withLab(["up", "--pods", "1"], async (plan) => {
+    // The dmz pool is a /24 of eight /27 blocks: once it is full, a block node1 releases is the only
+    // one node2 can claim.
+    const dmzBlocks = async (node: string) =>
+      (await heldBlocks(plan, node)).filter((b) => b.pool === "dmz").map((b) => b.block);
+    /** One pod per block (per node), so that pings cover every block without pinging all pods. */
+    const samplePods = async () => {
+      const state = await currentState(plan);
+      const views = await waitBlocksAgree(plan);
+      const seen = new Set<string>();
+      return state.pods.filter((pod) => {
+        const block = blockHolding(pod.addresses[0], views.get(pod.node)!.blocks);
+        if (seen.has(block)) return false;
+        seen.add(block);
+        return true;
+      });
+    };
+    const addDmz = async (node: string, count: number) => {
+      const state = await currentState(plan);
+      await addPods(plan, state, morePods(plan, state, node, count, "dmz"));
+    };
+    let moved = "";
+
+    await t.step("node1 takes two dmz blocks, node2 fills the rest of the pool", async () => {
+      await addDmz("node1", 60);
+      for (
+        let i = 0;
+        i < 8 && (await dmzBlocks("node1")).length + (await dmzBlocks("node2")).length < 8;
+        i++
+      ) {
+        await addDmz("node2", 30);
+      }
+      assert.equal(
+        (await dmzBlocks("node1")).length + (await dmzBlocks("node2")).length,
+        8,
+        "the dmz pool is full",
+      );
+      await assertAllPingsSucceed(await samplePods());
+    });
+
+    await t.step("node1 empties a block: released, and its aggregate split at the router", async () => {
+      const state = await currentState(plan);
+      const [block] = await dmzBlocks("node1");
+      const victims = state.pods.filter((p) =>
+        p.node === "node1" && blockHolding(p.addresses[0], [block]) !== "-"
+      );
+      await deletePods(plan, state, victims);
+      await poll(
+        `node1 releasing ${block}`,
+        CONVERGE_MS,
+        async () => (await dmzBlocks("node1")).includes(block) ? undefined : true,
+      );
+      const views = await waitBlocksAgree(plan);
+      assert.equal(blockHolding(victims[0].addresses[0], views.get("node1")!.atRouter), "-");
+      moved = block;
+      await assertAllPingsSucceed(await samplePods());
+    });
+
+    await t.step(
+      "node2 needs a block: it claims the released one, and every pod stays reachable",
+      async () => {
+        for (let i = 0; i < 4 && !(await dmzBlocks("node2")).includes(moved); i++) await addDmz("node2", 15);
+        assert.ok((await dmzBlocks("node2")).includes(moved), `node2 did not claim ${moved}`);
+        const views = await waitBlocksAgree(plan);
+        const address = formatIp({ family: 4, value: parseCidr(moved).base + 1n });
+        assert.notEqual(blockHolding(address, views.get("node2")!.atRouter), "-", "node2 announces it");
+        assert.equal(blockHolding(address, views.get("node1")!.atRouter), "-", "node1 no longer does");
+        // The router's own forwarding decision, by longest-prefix match over both nodes' routes.
+        const [route] = await routes(plan.router.netns, 4, "main", ["match", address]);
+        assert.ok(route, `the router has no route for ${address}`);
+        const node2 = nodeNamed(plan, "node2");
+        const get = await run("ip", ["-n", plan.router.netns, "-j", "route", "get", address]);
+        assert.equal(
+          JSON.parse(get.stdout)[0].gateway,
+          node2.uplink.node4,
+          `the router sends ${address} elsewhere`,
+        );
+        await assertAllPingsSucceed(await samplePods());
+      },
+    );
+  });
+});
+
 Deno.test("restartCoild() keeps the node's routes at the router and its pods reachable", async (t) => {
   await withLab(["up", "--pods", "2"], async (plan) => {
     const node1 = nodeNamed(plan, "node1");
     const before = await waitBlocksAgree(plan);
+    // node1's exported prefixes.
     const ownBlocks = before.get("node1")!.etcd;
     const birdBefore = (await birdRoutes(plan.router.birdSocket)).filter((r) => ownBlocks.includes(r.prefix));
 

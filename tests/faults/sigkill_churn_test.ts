@@ -7,6 +7,8 @@
 
 import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
+import { aggregate } from "../../ipam/aggregate.ts";
+import { formatCidr, parseCidr } from "../../ipam/cidr.ts";
 import { connectEtcd } from "../../ipam/etcd_client.ts";
 import { parsePool } from "../../ipam/pool.ts";
 import { PoolStore } from "../../ipam/pool_store.ts";
@@ -216,10 +218,11 @@ async function verifyTrial(
     return surplus === 0;
   });
   figures.surplusBlocksAfterSweep += surplus;
-  await assertConverges("table 119 holds exactly the owned blocks", node, async () => {
+  await assertConverges("table 119 holds exactly the owned blocks, aggregated", node, async () => {
     const owned = (await readIpamState(client, prefix)).blocks.filter((b) => b.node === node.name)
-      .map((b) => b.block.replace("_", "/")).sort();
-    return JSON.stringify(owned) === JSON.stringify(await exportedRoutes(node));
+      .map((b) => parseCidr(b.block.replace("_", "/")));
+    return JSON.stringify(aggregate(owned).map(formatCidr).sort()) ===
+      JSON.stringify(await exportedRoutes(node));
   });
 }
 
@@ -235,7 +238,7 @@ function coilVeths(node: CoildNode): Promise<string[]> {
 
 async function exportedRoutes(node: CoildNode): Promise<string[]> {
   const routes = await node.netns.ipJson<{ dst: string }[]>(["route", "show", "table", "119", "proto", "30"]);
-  return routes.map((r) => r.dst).sort();
+  return routes.map((r) => formatCidr(parseCidr(r.dst))).sort();
 }
 
 /** How often each IPAM event (the `event` field of coild's log lines) occurs in `log`. */

@@ -18,6 +18,7 @@ import {
 } from "../../ipam/etcd_values.ts";
 import type { BlockGuard, IpamStore } from "../../ipam/ipam_store.ts";
 import { keysFor } from "../../ipam/keys.ts";
+import { type BlockRef, decodeIndexEntry, nodeIndexKeys } from "../../ipam/node_block_index.ts";
 
 /**
  * What one call does instead of answering at once:
@@ -56,6 +57,7 @@ export function gate(): { until: Promise<void>; open: () => void } {
 
 export class MemoryStore implements IpamStore {
   readonly keys;
+  readonly indexKeys;
   /** Every call, by method name, in call order. */
   readonly calls: Method[] = [];
   #kvs = new Map<string, Entry>();
@@ -65,6 +67,7 @@ export class MemoryStore implements IpamStore {
 
   constructor(prefix = "/coil/") {
     this.keys = keysFor(prefix);
+    this.indexKeys = nodeIndexKeys(prefix);
   }
 
   /**
@@ -150,6 +153,7 @@ export class MemoryStore implements IpamStore {
       }
       this.#revision++;
       this.#set(key, JSON.stringify(record));
+      this.#set(this.indexKeys.entry(record.node, pool, cidr), "");
       return {
         claimed: true as const,
         revision: this.revision,
@@ -168,6 +172,29 @@ export class MemoryStore implements IpamStore {
         else blocks.push(decoded);
       }
       return { blocks, bad };
+    });
+  }
+
+  readNodeIndex(node: string) {
+    return this.#call("readNodeIndex", () => {
+      const blocks: BlockRef[] = [];
+      const bad: BadKey[] = [];
+      for (const key of this.keysUnder(this.indexKeys.entries(node))) {
+        const decoded = decodeIndexEntry(this.indexKeys, node, key);
+        if ("problem" in decoded) bad.push(decoded);
+        else blocks.push(decoded);
+      }
+      return { complete: this.#kvs.has(this.indexKeys.complete(node)), blocks, bad };
+    });
+  }
+
+  updateNodeIndex(node: string, change: { add: BlockRef[]; remove: BlockRef[]; bad?: string[] }) {
+    return this.#call("updateNodeIndex", () => {
+      this.#revision++;
+      for (const b of change.add) this.#set(this.indexKeys.entry(node, b.pool, b.cidr), "");
+      for (const b of change.remove) this.#remove(this.indexKeys.entry(node, b.pool, b.cidr));
+      for (const key of change.bad ?? []) this.#remove(key);
+      this.#set(this.indexKeys.complete(node), new Date().toISOString());
     });
   }
 
@@ -223,7 +250,8 @@ export class MemoryStore implements IpamStore {
       if (!this.#modIs(key, guard.revision) || !empty) {
         return { released: false as const, state: this.#state(guard.pool, guard.cidr) };
       }
-      this.delete(key);
+      this.#revision++;
+      this.#removeBlockKey(guard.pool, guard.cidr);
       return { released: true as const };
     });
   }
@@ -234,7 +262,8 @@ export class MemoryStore implements IpamStore {
       if (!this.#modIs(key, guard.revision)) return { removed: false as const };
       const addresses = this.keysUnder(this.keys.addressesOfBlock(guard.cidr));
       this.#revision++;
-      for (const k of [...addresses, key]) this.#remove(k);
+      for (const k of addresses) this.#remove(k);
+      this.#removeBlockKey(guard.pool, guard.cidr);
       return { removed: true as const, addresses: addresses.length };
     });
   }
@@ -299,6 +328,14 @@ export class MemoryStore implements IpamStore {
     const create = this.#kvs.get(key)?.create ?? this.#revision;
     this.#kvs.set(key, { value, create, mod: this.#revision });
     this.#notify(key, value);
+  }
+
+  /** Deletes a block key and its owner's index entry, as etcd_store's guarded txns do. */
+  #removeBlockKey(pool: string, cidr: Cidr): void {
+    const key = this.keys.block(pool, cidr);
+    const owner = decodeBlock(this.keys, pool, cidr, this.#kv(key)!)?.record.node;
+    if (owner) this.#remove(this.indexKeys.entry(owner, pool, cidr));
+    this.#remove(key);
   }
 
   #remove(key: string): void {

@@ -202,6 +202,7 @@ Deno.test("coil admin CLI against a real etcd", async (t) => {
       assert.deepEqual(blocksJson, {
         node: "node1",
         live: false,
+        exported: ["10.1.0.0/27", "203.0.113.4/30"],
         pools: [
           {
             pool: "default",
