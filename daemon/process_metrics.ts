@@ -1,5 +1,6 @@
 // The standard `process_*` metrics (the names every Prometheus client library uses), read from /proc at
-// scrape time: CPU seconds, resident and virtual memory, open and maximum file descriptors, start time.
+// scrape time: CPU seconds, resident and virtual memory, open and maximum file descriptors, start time;
+// and V8's heap and external memory, which tell a growing JS heap from native growth in the resident size.
 
 import type { Registry } from "./metrics_registry.ts";
 
@@ -81,5 +82,22 @@ export function registerProcessMetrics(
   };
   for (const [name, type, help, pick] of families) {
     registry.collected({ name, type, help, collect: () => [{ value: pick(stats()) }] });
+  }
+  registerHeapMetrics(registry);
+}
+
+/** V8's view of memory, under the names Node's prom-client uses with the runtime's prefix. */
+function registerHeapMetrics(registry: Registry): void {
+  const families: [string, string, (m: Deno.MemoryUsage) => number][] = [
+    ["deno_heap_size_total_bytes", "V8 heap reserved (total) in bytes.", (m) => m.heapTotal],
+    ["deno_heap_size_used_bytes", "V8 heap in use in bytes.", (m) => m.heapUsed],
+    [
+      "deno_external_memory_bytes",
+      "Memory held outside the V8 heap by JS objects (buffers) in bytes.",
+      (m) => m.external,
+    ],
+  ];
+  for (const [name, help, pick] of families) {
+    registry.collected({ name, type: "gauge", help, collect: () => [{ value: pick(Deno.memoryUsage()) }] });
   }
 }

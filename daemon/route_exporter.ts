@@ -2,13 +2,15 @@
 // `dev lo` routes that cover exactly those blocks (ipam/aggregate.ts), stamped with our protocol, for
 // a routing daemon (BIRD) to learn and advertise. Level-triggered: each sync dumps the table, diffs by
 // prefix and applies the difference in one batch, so it repairs hand edits, restarts and missed events
-// alike. The table is Coil's alone: foreign routes are removed.
+// alike. The table is Coil's alone: foreign routes are removed. Routes stay bytes end to end (dump,
+// diff, batch): text is made only for an error.
 
 import { aggregate } from "../ipam/aggregate.ts";
-import { type Cidr, formatCidr } from "../ipam/cidr.ts";
+import { type Cidr, ipToBytes } from "../ipam/cidr.ts";
+import { RTN_UNICAST } from "../netlink/constants.ts";
 import { isDumpInterrupted, isExists, isNotFound } from "../netlink/errors.ts";
 import { linkByName } from "../netlink/link.ts";
-import { type Route, routeBatch, type RouteChange, routeDump } from "../netlink/route.ts";
+import { routeBatchBytes, type RouteBytes, type RouteBytesChange, routeDumpBytes } from "../netlink/route.ts";
 import type { NetlinkSocket } from "../netlink/socket.ts";
 
 export interface RouteExporterOptions {
@@ -45,23 +47,28 @@ export function createRouteExporter(options: RouteExporterOptions): RouteExporte
     sync(blocks, bounds = []) {
       const lo = linkByName(sock, "lo");
       if (!lo) throw new Error("Cannot export routes: the loopback interface is missing");
-      const desired = new Set(aggregate(blocks, bounds).map(formatCidr));
+      const desired = new Map<number | string, RouteBytes>();
+      for (const { family, base, prefix } of aggregate(blocks, bounds)) {
+        const dst = ipToBytes({ family, value: base });
+        desired.set(prefixKey(dst, prefix), { family, dst, dstLen: prefix, oif: lo.index, table, protocol });
+      }
       // A look-alike holding a wanted prefix must go before ours can be added (the kernel would
       // refuse ours with EEXIST); any other unwanted route goes after the adds.
-      const replaced: RouteChange[] = [];
-      const withdrawn: RouteChange[] = [];
-      const present = new Set<string>();
+      const replaced: RouteBytesChange[] = [];
+      const withdrawn: RouteBytesChange[] = [];
+      const present = new Set<number | string>();
       for (const route of dumpTable(sock, table)) {
-        const ours = desired.has(route.dst) && route.protocol === protocol && route.oif === lo.index &&
-          route.type === "unicast" && !route.gateway;
-        if (ours && !present.has(route.dst)) present.add(route.dst);
-        else (desired.has(route.dst) ? replaced : withdrawn).push({ op: "del", route: { ...route, table } });
+        const key = prefixKey(route.dst, route.dstLen);
+        const wanted = desired.has(key);
+        const ours = wanted && route.protocol === protocol && route.oif === lo.index &&
+          route.type === RTN_UNICAST && !route.gateway;
+        if (ours && !present.has(key)) present.add(key);
+        else (wanted ? replaced : withdrawn).push({ op: "del", route: { ...route, table } });
       }
-      const added: RouteChange[] = [...desired]
-        .filter((dst) => !present.has(dst))
-        .map((dst) => ({ op: "add", route: { dst, oif: lo.index, table, protocol } }));
+      const added: RouteBytesChange[] = [];
+      for (const [key, route] of desired) if (!present.has(key)) added.push({ op: "add", route });
       const changes = [...replaced, ...added, ...withdrawn];
-      const errors = routeBatch(sock, changes);
+      const errors = routeBatchBytes(sock, changes);
       errors.forEach((err, i) => {
         // A route that appeared or vanished since the dump is already in the state we want.
         if (err && !(changes[i].op === "add" ? isExists(err) : isNotFound(err))) throw err;
@@ -71,10 +78,18 @@ export function createRouteExporter(options: RouteExporterOptions): RouteExporte
   };
 }
 
-function dumpTable(sock: NetlinkSocket, table: number): Route[] {
+// A number for an IPv4 prefix (address × 64 + length: exact below 2^53), a string for IPv6.
+function prefixKey(address: Uint8Array, length: number): number | string {
+  if (address.length === 4) {
+    return ((address[0] << 24 | address[1] << 16 | address[2] << 8 | address[3]) >>> 0) * 64 + length;
+  }
+  return `${address.join(",")}/${length}`;
+}
+
+function dumpTable(sock: NetlinkSocket, table: number): RouteBytes[] {
   for (let attempt = 1;; attempt++) {
     try {
-      return [...routeDump(sock, { family: 4, table }), ...routeDump(sock, { family: 6, table })];
+      return [...routeDumpBytes(sock, { family: 4, table }), ...routeDumpBytes(sock, { family: 6, table })];
     } catch (err) {
       if (!isDumpInterrupted(err) || attempt === DUMP_ATTEMPTS) throw err;
     }

@@ -1,11 +1,12 @@
 // Choosing and claiming a free block of a pool. A node first extends an aligned run it owns (so that
 // its blocks aggregate into few routes, ipam/claim_order.ts); otherwise candidates are random, so nodes
 // claiming at once rarely want the same key: uniform among the free blocks of untouched regions of a
-// pool small enough to list, random aligned probes in a huge one (an IPv6 /48 cut into /123 blocks has
-// 2^75 blocks, which must never be enumerated).
+// small pool, which is listed per claim; random probes in a big one, listed only after PROBES lost
+// races, which happen when it is nearly full (5,000 nodes listing a /12 at once read 12.5 M keys), and
+// never when it is too big to enumerate (an IPv6 /48 cut into /123 blocks has 2^75 blocks).
 
 import { blockAt, blockCount, type Cidr, type Family, familyBits, formatCidr } from "./cidr.ts";
-import { alignedStart, extendingBlock, startBlock } from "./claim_order.ts";
+import { alignedStart, extendingBlock, START_REGION_BITS, startBlock } from "./claim_order.ts";
 import type { IpamStore } from "./ipam_store.ts";
 import type { StoredAddress } from "./etcd_values.ts";
 import { IpamError } from "./errors.ts";
@@ -13,8 +14,20 @@ import { blockPrefix, type Pool } from "./pool.ts";
 
 /** Pools with at most this many blocks (per family) are listed and picked from uniformly. */
 export const LIST_LIMIT = 65536n;
-/** Random probes in a huge pool before falling back to listing its claimed blocks. */
+/**
+ * Pools with more blocks than this (per family) are probed before they are listed: listing costs a
+ * claim one key per claimed block, a lost probe one txn.
+ */
+export const PROBE_ABOVE = 4096n;
+/** Random probes in a big pool before falling back to listing its claimed blocks. */
 export const PROBES = 8;
+/**
+ * Spaces with at least this many start regions (claim_order.ts START_REGION_BITS) start a probed run
+ * at a region's first block, so that two nodes meeting in a region collide on its first key; fewer
+ * regions would make nodes starting together collide often (5,000 nodes in a /10's 8,192 regions lose
+ * 0.53 races per claim), so runs start at any block there, as startBlock() does on a fresh pool.
+ */
+export const ALIGNED_START_REGIONS = 1n << 20n;
 /** Lost races after which a claim gives up with kind "conflict". */
 export const MAX_CLAIM_ATTEMPTS = 32;
 
@@ -109,12 +122,21 @@ export function pickFree(space: BlockSpace, claimed: Set<bigint>, random: () => 
   return index;
 }
 
+/** A random block to start a probed run at (see ALIGNED_START_REGIONS). */
+export function probeStart(space: BlockSpace, random: () => number): bigint {
+  const index = randomBelow(space.total, random);
+  const regions = space.total >> BigInt(START_REGION_BITS);
+  return regions >= ALIGNED_START_REGIONS ? alignedStart(space, index) : index;
+}
+
 /**
  * Claims a free block of `family` in the pool for `ctx.node` with one txn per attempt; a lost race
  * (the else branch names the winner) counts a retry and picks again. The candidate extends one of the
- * node's runs when it can (extendingBlock()), else starts a new one at random (startBlock() in a
- * listable pool, an aligned probe in a huge one). With `spare`, the last free block of a listable pool
- * is left for a node that has none (a huge pool is never that close to full).
+ * node's runs when it can (extendingBlock()), else starts a new one at random: a probe (probeStart())
+ * in a pool of more than PROBE_ABOVE blocks, for the first PROBES attempts; then, or in a smaller
+ * pool, startBlock() over the listed claimed blocks (pickFree() in a pool too big to list). With
+ * `spare`, the last free block of a listed pool is left for a node that has none (a probe may take it
+ * in a big pool; the keeper's sweep then releases the spare: BlockKeeper.releaseEmpty()).
  * @throws {IpamError} kind "exhausted" naming the pool when no block is free (or, for a spare, only
  * one), "conflict" after MAX_CLAIM_ATTEMPTS lost races, "unavailable" when etcd fails.
  */
@@ -130,15 +152,15 @@ export async function claimBlock(
     const i = indexOfBlock(space, block);
     if (i !== undefined) owned.add(i);
   }
-  // Blocks this claim lost to others, for a huge pool that is never listed.
+  // Blocks this claim lost to others, known without listing.
   const lost = new Set<bigint>();
-  let probes = space.total > LIST_LIMIT ? PROBES : 0;
+  let probes = space.total > PROBE_ABOVE ? PROBES : 0;
   for (let attempt = 0; attempt < MAX_CLAIM_ATTEMPTS; attempt++) {
     let index: bigint | undefined;
     if (probes > 0) {
       probes--;
       index = extendingBlock(space, owned, [...lost].sort(compare), ctx.random) ??
-        (space.total > 0n ? alignedStart(space, randomBelow(space.total, ctx.random)) : undefined);
+        probeStart(space, ctx.random);
     } else {
       const claimed = new Set<bigint>();
       for (const block of await ctx.store.claimedBlocks(pool.name)) {

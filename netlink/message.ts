@@ -58,10 +58,10 @@ export function endMessage(w: MessageWriter): Uint8Array {
  * socket does this when it sends, so encoders need not know about sequencing.
  */
 export function stampMessage(message: Uint8Array, seq: number, ack: boolean): void {
-  const view = viewOf(message);
-  const flags = view.getUint16(6, LITTLE_ENDIAN);
-  view.setUint16(6, ack ? flags | NLM_F_ACK : flags & ~NLM_F_ACK, LITTLE_ENDIAN);
-  view.setUint32(8, seq, LITTLE_ENDIAN);
+  // Byte by byte, not through a DataView: a batch stamps thousands of messages.
+  const lo = LITTLE_ENDIAN ? 6 : 7; // the byte of nlmsg_flags that holds NLM_F_ACK (0x4)
+  message[lo] = ack ? message[lo] | NLM_F_ACK : message[lo] & ~NLM_F_ACK;
+  for (let i = 0; i < 4; i++) message[8 + (LITTLE_ENDIAN ? i : 3 - i)] = (seq >>> (8 * i)) & 0xff;
 }
 
 // Claims `size` bytes plus alignment padding and returns their offset.

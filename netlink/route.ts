@@ -4,39 +4,20 @@
 import { formatCidr, formatIp, ipFromBytes, ipToBytes, parseCidr, parseIp } from "../ipam/cidr.ts";
 import type { Family } from "../ipam/cidr.ts";
 import {
-  CREATE_EXCL,
-  CREATE_REPLACE,
   NLM_F_DUMP,
   NLM_F_REQUEST,
   RT_TABLE_MAIN,
   RT_TABLE_UNSPEC,
   RTA_DST,
-  RTA_GATEWAY,
   RTA_OIF,
-  RTA_PRIORITY,
   RTA_TABLE,
-  RTM_DELROUTE,
   RTM_GETROUTE,
-  RTM_NEWROUTE,
 } from "./constants.ts";
 import { ENOENT, type ErrorContext, NetlinkError } from "./errors.ts";
-import { rtDelMsg, RTMSG, rtMsg } from "./headers.ts";
-import {
-  type AttrSchema,
-  attrU32,
-  endMessage,
-  type Message,
-  newMessage,
-  putAttr,
-  putStruct,
-  putU32,
-  readAttrs,
-  readStruct,
-  structSize,
-} from "./message.ts";
+import { RTMSG } from "./headers.ts";
+import { endMessage, type Message, newMessage, putAttr, putStruct, putU32 } from "./message.ts";
 import {
   addressFamily,
-  ipFamily,
   type RouteType,
   routeTypeName,
   routeTypeNumber,
@@ -44,6 +25,9 @@ import {
   scopeName,
   scopeNumber,
 } from "./names.ts";
+import { decodeRoute, encodeRoute, type RouteBytes, type RouteOp } from "./route_wire.ts";
+
+export type { RouteBytes, RouteOp } from "./route_wire.ts";
 import type { NetlinkSocket } from "./socket.ts";
 
 /** A route. Dumps fill in table, protocol, scope and type. */
@@ -67,8 +51,14 @@ export interface Route {
 
 /** One change of a batch. */
 export interface RouteChange {
-  op: "add" | "replace" | "del";
+  op: RouteOp;
   route: Route;
+}
+
+/** One change of a batch of routes in byte form. */
+export interface RouteBytesChange {
+  op: RouteOp;
+  route: RouteBytes;
 }
 
 /** What routeDump() returns; every field given narrows the result. */
@@ -79,19 +69,11 @@ export interface RouteFilter {
   oif?: number;
 }
 
-const RTMSG_SIZE = structSize(RTMSG);
-const ROUTE_SCHEMA: AttrSchema = {
-  [RTA_DST]: "ip",
-  [RTA_GATEWAY]: "ip",
-  [RTA_OIF]: "u32",
-  [RTA_PRIORITY]: "u32",
-  [RTA_TABLE]: "u32",
+const VERBS: Readonly<Record<RouteOp, string>> = {
+  add: "add route",
+  replace: "replace route",
+  del: "delete route",
 };
-const VERBS = {
-  add: { type: RTM_NEWROUTE, flags: CREATE_EXCL, op: "add route" },
-  replace: { type: RTM_NEWROUTE, flags: CREATE_REPLACE, op: "replace route" },
-  del: { type: RTM_DELROUTE, flags: 0, op: "delete route" },
-} as const;
 
 /**
  * Adds a route: `ip route add <dst> [via G] [dev D] [table T] [proto P] [scope S] [metric M]`.
@@ -124,6 +106,11 @@ export function routeDel(sock: NetlinkSocket, route: Route): void {
  * interrupted: retry).
  */
 export function routeDump(sock: NetlinkSocket, filter: RouteFilter = {}): Route[] {
+  return routeDumpBytes(sock, filter).map(routeText);
+}
+
+/** routeDump() with addresses as bytes: no text per route, for tables of thousands of routes. */
+export function routeDumpBytes(sock: NetlinkSocket, filter: RouteFilter = {}): RouteBytes[] {
   const families: Family[] = filter.family === undefined ? [4, 6] : [filter.family];
   return families.flatMap((family) => {
     const w = newMessage(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP);
@@ -138,7 +125,7 @@ export function routeDump(sock: NetlinkSocket, filter: RouteFilter = {}): Route[
     const object = `IPv${family} routes${table === undefined ? "" : ` in table ${table}`}`;
     try {
       return sock.dump(endMessage(w), { op: "dump", object }, (message) => {
-        const route = parseRoute(message);
+        const route = decodeRoute(message);
         if (route === undefined) return undefined;
         if (table !== undefined && route.table !== table) return undefined;
         if (filter.protocol !== undefined && route.protocol !== filter.protocol) return undefined;
@@ -184,7 +171,11 @@ export function routeGet(sock: NetlinkSocket, dst: string, options: RouteGetOpti
   });
   putAttr(w, RTA_DST, ipToBytes(ip));
   try {
-    return sock.request(endMessage(w), { op: "get route to", object: dst }, parseRoute)[0];
+    const parse = (m: Message) => {
+      const route = decodeRoute(m);
+      return route && routeText(route);
+    };
+    return sock.request(endMessage(w), { op: "get route to", object: dst }, parse)[0];
   } catch (err) {
     if (err instanceof NetlinkError && (err.errno === ENETUNREACH || err.errno === EHOSTUNREACH)) {
       return undefined;
@@ -204,64 +195,60 @@ export function routeBatch(
   sock: NetlinkSocket,
   changes: readonly RouteChange[],
 ): (NetlinkError | undefined)[] {
-  const messages = changes.map(({ op, route }) => routeMessage(op, route));
+  const messages = changes.map(({ op, route }) => encodeRoute(op, routeBytes(route)));
   return sock.batch(messages, (i) => context(changes[i].op, changes[i].route));
 }
 
-function context(op: RouteChange["op"], route: Route): ErrorContext {
-  return { op: VERBS[op].op, object: `${route.dst} table ${route.table ?? RT_TABLE_MAIN}` };
+/** routeBatch() of routes in byte form; the text of a route is made only for an error. */
+export function routeBatchBytes(
+  sock: NetlinkSocket,
+  changes: readonly RouteBytesChange[],
+): (NetlinkError | undefined)[] {
+  const messages = changes.map(({ op, route }) => encodeRoute(op, route));
+  return sock.batch(messages, (i) => context(changes[i].op, routeText(changes[i].route)));
 }
 
-function routeMessage(op: RouteChange["op"], route: Route): Uint8Array {
+function context(op: RouteOp, route: Route): ErrorContext {
+  return { op: VERBS[op], object: `${route.dst} table ${route.table ?? RT_TABLE_MAIN}` };
+}
+
+function routeMessage(op: RouteOp, route: Route): Uint8Array {
+  return encodeRoute(op, routeBytes(route));
+}
+
+/** A route's byte form. @throws {TypeError} for malformed addresses, names or families. */
+export function routeBytes(route: Route): RouteBytes {
   const dst = parseCidr(route.dst);
   const gateway = route.gateway === undefined ? undefined : parseIp(route.gateway);
   if (gateway && gateway.family !== dst.family) {
     throw new TypeError(`Invalid route ${route.dst}: gateway ${route.gateway} is of another family`);
   }
-  const table = route.table ?? RT_TABLE_MAIN;
-  const fields = {
-    family: addressFamily(dst.family),
+  const bytes: RouteBytes = {
+    family: dst.family,
+    dst: ipToBytes({ family: dst.family, value: dst.base }),
     dstLen: dst.prefix,
-    // rtm_table is 8 bits: larger tables are only in RTA_TABLE, with rtm_table unspec (as iproute2).
-    table: table < 256 ? table : RT_TABLE_UNSPEC,
-    ...(route.protocol === undefined ? {} : { protocol: route.protocol }),
-    ...(route.scope === undefined ? {} : { scope: scopeNumber(route.scope) }),
-    ...(route.type === undefined ? {} : { type: routeTypeNumber(route.type) }),
   };
-  const w = newMessage(VERBS[op].type, NLM_F_REQUEST | VERBS[op].flags);
-  putStruct(w, RTMSG, op === "del" ? rtDelMsg(fields) : rtMsg(fields));
-  putAttr(w, RTA_DST, ipToBytes({ family: dst.family, value: dst.base }));
-  putU32(w, RTA_TABLE, table);
-  if (gateway) putAttr(w, RTA_GATEWAY, ipToBytes(gateway));
-  if (route.oif !== undefined) putU32(w, RTA_OIF, route.oif);
-  if (route.priority !== undefined) putU32(w, RTA_PRIORITY, route.priority);
-  return endMessage(w);
+  if (gateway) bytes.gateway = ipToBytes(gateway);
+  if (route.oif !== undefined) bytes.oif = route.oif;
+  if (route.table !== undefined) bytes.table = route.table;
+  if (route.protocol !== undefined) bytes.protocol = route.protocol;
+  if (route.scope !== undefined) bytes.scope = scopeNumber(route.scope);
+  if (route.type !== undefined) bytes.type = routeTypeNumber(route.type);
+  if (route.priority !== undefined) bytes.priority = route.priority;
+  return bytes;
 }
 
-/** Decodes an RTM_NEWROUTE message; undefined for other messages or families. @throws {RangeError}. */
-export function parseRoute(message: Message): Route | undefined {
-  if (message.type !== RTM_NEWROUTE) return undefined;
-  const header = readStruct(message.payload, RTMSG);
-  const family = ipFamily(header.family);
-  if (family === undefined) return undefined;
-  const attrs = readAttrs(message.payload, ROUTE_SCHEMA, RTMSG_SIZE);
-  const dstBytes = attrs.get(RTA_DST);
-  const dst = dstBytes ? ipFromBytes(dstBytes) : { family, value: 0n };
-  if (dst.family !== family) {
-    throw new RangeError(`Malformed route message: IPv${dst.family} in family ${family}`);
-  }
+/** A route's text form, as `ip route` shows it. */
+export function routeText(bytes: RouteBytes): Route {
   const route: Route = {
-    dst: formatCidr({ family, base: dst.value, prefix: header.dstLen }),
-    table: attrU32(attrs, RTA_TABLE) ?? header.table,
-    protocol: header.protocol,
-    scope: scopeName(header.scope),
-    type: routeTypeName(header.type),
+    dst: formatCidr({ family: bytes.family, base: ipFromBytes(bytes.dst).value, prefix: bytes.dstLen }),
   };
-  const gateway = attrs.get(RTA_GATEWAY);
-  if (gateway) route.gateway = formatIp(ipFromBytes(gateway));
-  const oif = attrU32(attrs, RTA_OIF);
-  if (oif !== undefined) route.oif = oif;
-  const priority = attrU32(attrs, RTA_PRIORITY);
-  if (priority !== undefined) route.priority = priority;
+  if (bytes.table !== undefined) route.table = bytes.table;
+  if (bytes.protocol !== undefined) route.protocol = bytes.protocol;
+  if (bytes.scope !== undefined) route.scope = scopeName(bytes.scope);
+  if (bytes.type !== undefined) route.type = routeTypeName(bytes.type);
+  if (bytes.gateway) route.gateway = formatIp(ipFromBytes(bytes.gateway));
+  if (bytes.oif !== undefined) route.oif = bytes.oif;
+  if (bytes.priority !== undefined) route.priority = bytes.priority;
   return route;
 }

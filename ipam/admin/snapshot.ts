@@ -1,6 +1,6 @@
 // A read-only view of Coil's etcd state for the admin commands: pools, claimed blocks with their used
 // address counts, live and recently alive nodes, all read at one etcd revision (paged, so big clusters
-// fit gRPC limits).
+// fit gRPC limits). Addresses are counted, never read: a 5,000-node cluster holds half a million.
 
 import { Buffer } from "node:buffer";
 import type { Etcd3, IKeyValue, IRangeRequest, IRangeResponse } from "etcd3";
@@ -13,6 +13,10 @@ import { parsePool, type Pool } from "../pool.ts";
 import { parseBlockRecord, parseNodeRecord } from "../records.ts";
 
 const PAGE = 5000;
+/** Count-only ranges per txn: below etcd's default --max-txn-ops of 128. */
+const COUNTS_PER_TXN = 120;
+/** Count txns in flight at once. */
+const COUNT_TXNS_IN_FLIGHT = 4;
 
 /** A claimed block and how many of its addresses are allocated. */
 export interface ClaimedBlock {
@@ -50,15 +54,10 @@ export async function readSnapshot(client: Etcd3, prefix: string): Promise<Snaps
   const blockKvs = await rangeAll(client, keys.blocks(), { revision });
   const nodeKvs = await rangeAll(client, keys.nodes(), { revision });
   const fenceKvs = await rangeAll(client, keys.nodeFences(), { revision });
-  const addressKvs = await rangeAll(client, keys.addresses(), { revision, keysOnly: true });
 
-  const usedByBlock = new Map<string, number>();
-  for (const kv of addressKvs.kvs) {
-    const id = kv.key.toString().slice(keys.addresses().length).split("/")[0];
-    usedByBlock.set(id, (usedByBlock.get(id) ?? 0) + 1);
-  }
   const blocks: ClaimedBlock[] = [];
-  let counted = 0;
+  // Each block's addresses, under its id as written in its key.
+  const addressPrefixes: string[] = [];
   for (const kv of blockKvs.kvs) {
     const key = kv.key.toString();
     const [pool, id] = key.slice(keys.blocks().length).split("/");
@@ -67,10 +66,12 @@ export async function readSnapshot(client: Etcd3, prefix: string): Promise<Snaps
       throw new IpamError("invalid", `Corrupt block key "${key}": expected blocks/<pool>/<network>_<length>`);
     }
     const record = parseBlockRecord(key, kv.value.toString());
-    const addressesUsed = usedByBlock.get(id) ?? 0;
-    counted += addressesUsed;
-    blocks.push({ pool, block, node: record.node, claimedAt: record.claimedAt, addressesUsed });
+    blocks.push({ pool, block, node: record.node, claimedAt: record.claimedAt, addressesUsed: 0 });
+    addressPrefixes.push(`${keys.addresses()}${id}/`);
   }
+  const counts = await countRanges(client, revision, [keys.addresses(), ...addressPrefixes]);
+  blocks.forEach((b, i) => b.addressesUsed = counts[i + 1]);
+  const counted = counts.slice(1).reduce((sum, n) => sum + n, 0);
   blocks.sort((a, b) => a.pool < b.pool ? -1 : a.pool > b.pool ? 1 : compareCidr(a.block, b.block));
   const liveNodes = new Set(
     nodeKvs.kvs.map((kv) => parseNodeRecord(kv.key.toString(), kv.value.toString()).node),
@@ -85,7 +86,7 @@ export async function readSnapshot(client: Etcd3, prefix: string): Promise<Snaps
     blocks,
     liveNodes,
     recentNodes,
-    strayAddresses: addressKvs.kvs.length - counted,
+    strayAddresses: counts[0] - counted,
   };
 }
 
@@ -104,11 +105,45 @@ function parseStoredPool(key: string, poolsPrefix: string, value: string): Pool 
   }
 }
 
+/**
+ * The number of keys under each prefix at `revision`, by count-only ranges batched into txns (etcd
+ * counts in its index and sends no keys).
+ */
+async function countRanges(client: Etcd3, revision: string, prefixes: string[]): Promise<number[]> {
+  const batches: string[][] = [];
+  for (let i = 0; i < prefixes.length; i += COUNTS_PER_TXN) {
+    batches.push(prefixes.slice(i, i + COUNTS_PER_TXN));
+  }
+  const counts: number[][] = new Array(batches.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < batches.length) {
+      const b = next++;
+      const success = batches[b].map((prefix) => ({
+        request_range: {
+          key: Buffer.from(prefix),
+          range_end: Buffer.from(prefixRangeEnd(prefix)),
+          revision,
+          count_only: true,
+        },
+      }));
+      try {
+        const res = await client.kv.txn({ compare: [], success, failure: [] });
+        counts[b] = res.responses.map((r) => Number(r.response_range.count));
+      } catch (err) {
+        throw unavailable(err);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(COUNT_TXNS_IN_FLIGHT, batches.length) }, worker));
+  return counts.flat();
+}
+
 /** Every key under `prefix`, in pages, at `revision` (or the current one, which it returns). */
 async function rangeAll(
   client: Etcd3,
   prefix: string,
-  options: { revision?: string; keysOnly?: boolean } = {},
+  options: { revision?: string } = {},
 ): Promise<{ kvs: IKeyValue[]; revision: string }> {
   const kvs: IKeyValue[] = [];
   const end = Buffer.from(prefixRangeEnd(prefix));
@@ -120,7 +155,6 @@ async function rangeAll(
       range_end: end,
       limit: PAGE,
       revision,
-      keys_only: options.keysOnly,
     };
     let response: IRangeResponse;
     try {

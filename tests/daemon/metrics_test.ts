@@ -271,6 +271,10 @@ Deno.test("createCoilMetrics() counts etcd attempts, export syncs and sweeps", a
   assert.equal(sample(text, "coil_sweep_suspects"), 2);
   assert.ok(Math.abs(sample(text, "coil_sweep_last_run_timestamp_seconds")! - Date.now() / 1000) < 5);
   assert.ok(sample(text, "process_resident_memory_bytes")! > 10e6);
+  // V8's view, which tells heap growth from native growth in the resident size.
+  const heapTotal = sample(text, "deno_heap_size_total_bytes")!;
+  assert.ok(heapTotal > 1e6 && sample(text, "deno_heap_size_used_bytes")! <= heapTotal);
+  assert.ok(sample(text, "deno_external_memory_bytes")! >= 0);
   const check = await promtoolCheckMetrics(text);
   assert.equal(check.code, 0, check.output);
 });

@@ -10,7 +10,9 @@ import {
   type ClaimContext,
   indexOfBlock,
   pickFree,
+  PROBE_ABOVE,
   PROBES,
+  probeStart,
   randomBelow,
 } from "../../ipam/block_claim.ts";
 import { aggregate } from "../../ipam/aggregate.ts";
@@ -69,6 +71,15 @@ Deno.test("pickFree() picks among free blocks only, and undefined when none is l
   const v6 = blockSpace(DUAL, 6);
   const start = randomBelow(v6.total, () => 0.5);
   assert.equal(pickFree(v6, new Set([start, start + 1n]), () => 0.5), start + 2n);
+});
+
+Deno.test("probeStart() starts anywhere in a pool of few regions, at a region's first block in a huge one", () => {
+  const v4 = blockSpace(parsePool("v4", { subnets: ["10.0.0.0/10"], blockSizeBits: 5 }), 4);
+  const starts = Array.from({ length: 64 }, () => probeStart(v4, Math.random));
+  assert.ok(starts.every((i) => i >= 0n && i < v4.total));
+  assert.ok(starts.some((i) => i % 16n !== 0n), "a /10 has 8,192 regions: any block may start a run");
+  const v6 = blockSpace(parsePool("v6", { subnets: ["fd00::/48"], blockSizeBits: 5 }), 6);
+  assert.ok(Array.from({ length: 64 }, () => probeStart(v6, Math.random)).every((i) => i % 16n === 0n));
 });
 
 Deno.test("claimBlock() against a real etcd", async (t) => {
@@ -153,6 +164,38 @@ Deno.test("claimBlock() against a real etcd", async (t) => {
         assert.equal(node.retries, 0);
       }
     });
+
+    await t.step(
+      "claimBlock() in a big listable pool probes: no listing, and a node's run still grows",
+      async () => {
+        prefix = etcd.newPrefix();
+        // A /12 in /27s: 32,768 blocks, listable but above PROBE_ABOVE.
+        const pool = parsePool("big", { subnets: ["10.64.0.0/12"], blockSizeBits: 5 });
+        assert.ok(blockSpace(pool, 4).total > PROBE_ABOVE);
+        let listings = 0;
+        const spied = (ctx: ReturnType<typeof context>) => {
+          const store = ctx.store;
+          ctx.store = { ...store, claimedBlocks: (name) => (listings++, store.claimedBlocks(name)) };
+          return ctx;
+        };
+        const others = Array.from({ length: 20 }, (_, i) => spied(context(`other-${i}`)));
+        await Promise.all(others.map(async (ctx) => ctx.owned.push((await claimBlock(ctx, pool, 4)).cidr)));
+        const node = spied(context("a"));
+        for (let n = 1; n <= 8; n++) node.owned.push((await claimBlock(node, pool, 4)).cidr);
+        assert.equal(listings, 0, "no claim listed the pool's blocks");
+        // Unless another node's block happens to sit in its /24 (0.5 %: the claim then loses a race).
+        const shape = aggregate(node.owned).map((p) => p.prefix);
+        if (node.retries === 0) assert.deepEqual(shape, [24]);
+        else assert.ok(shape.length <= 3, `${shape}`);
+        // Only after PROBES lost races does a claim list: every probe hits a claimed block here.
+        const unlucky = spied(context("b", () => 0));
+        const first = await claimBlock(context("c", () => 0), pool, 4);
+        const won = await claimBlock(unlucky, pool, 4);
+        assert.equal(unlucky.retries, PROBES);
+        assert.equal(listings, 1);
+        assert.notEqual(formatCidr(won.cidr), formatCidr(first.cidr));
+      },
+    );
 
     await t.step(
       "claimBlock(): two nodes starting at once lose no more races than a uniform pick",

@@ -6,7 +6,16 @@ import { addrAdd } from "../../netlink/addr.ts";
 import { RTPROT_BOOT } from "../../netlink/constants.ts";
 import { isExists, isNotFound, NetlinkError } from "../../netlink/errors.ts";
 import { linkAddVeth, linkSetUp } from "../../netlink/link.ts";
-import { type Route, routeAdd, routeBatch, routeDel, routeDump, routeReplace } from "../../netlink/route.ts";
+import {
+  type Route,
+  routeAdd,
+  routeBatch,
+  routeBatchBytes,
+  routeDel,
+  routeDump,
+  routeDumpBytes,
+  routeReplace,
+} from "../../netlink/route.ts";
 import type { NetlinkSocket } from "../../netlink/socket.ts";
 import { createNetns, openNetnsSocket, removeLeftoverNetns, type TestNetns } from "../helpers/netns.ts";
 
@@ -284,5 +293,36 @@ Deno.test("routeBatch() reports failures in every chunk of a large batch", async
     const failed = results.flatMap((e, i) => e === undefined ? [] : [[i, e.code]]);
     assert.deepEqual(failed, [[10, "EEXIST"], [5_990, "EEXIST"]]);
     assert.equal(routeDump(sock, { table: 119 }).length, 6_000);
+  });
+});
+
+Deno.test("routeBatchBytes() and routeDumpBytes() carry addresses as bytes, as ip shows them", async () => {
+  await withLoUp(async (ns, sock) => {
+    const v4 = { family: 4 as const, dst: new Uint8Array([10, 9, 0, 32]), dstLen: 27, oif: LO, table: 1119 };
+    const v6 = {
+      family: 6 as const,
+      dst: new Uint8Array([0xfd, 0, 0, 9, ...new Array(12).fill(0)]),
+      dstLen: 64,
+    };
+    const added = routeBatchBytes(sock, [
+      { op: "add", route: { ...v4, protocol: COIL } },
+      { op: "add", route: { ...v6, oif: LO, table: 1119, protocol: COIL } },
+      { op: "add", route: { ...v4, protocol: COIL } },
+    ]);
+    assert.deepEqual(added.map((e) => e?.code), [undefined, undefined, "EEXIST"]);
+    assert.equal(
+      added[2]?.message,
+      "netlink: failed to add route 10.9.0.32/27 table 1119: EEXIST (File exists)",
+    );
+    assert.deepEqual((await ipRoutes(ns, 4, 1119)).map((r) => [r.dst, r.protocol]), [["10.9.0.32/27", "30"]]);
+    assert.deepEqual((await ipRoutes(ns, 6, 1119)).map((r) => r.dst), ["fd00:9::/64"]);
+    const dumped = routeDumpBytes(sock, { table: 1119, protocol: COIL });
+    assert.deepEqual(dumped.map((r) => [r.family, [...r.dst], r.dstLen, r.oif]), [
+      [4, [...v4.dst], 27, LO],
+      [6, [...v6.dst], 64, LO],
+    ]);
+    const deleted = routeBatchBytes(sock, dumped.map((route) => ({ op: "del", route })));
+    assert.deepEqual(deleted, [undefined, undefined]);
+    assert.deepEqual(routeDump(sock, { table: 1119 }), []);
   });
 });
