@@ -3,10 +3,10 @@
 // blocks a thread of Deno's blocking pool, not the caller's event loop, and costs no Worker isolate.
 
 import { NLMSG_ERROR } from "./constants.ts";
-import { EAGAIN, EBADF, EINTR, type ErrorContext, NetlinkError } from "./errors.ts";
-import { lastErrno, mnl } from "./ffi.ts";
+import { EBADF, type ErrorContext, NetlinkError } from "./errors.ts";
+import { mnl } from "./ffi.ts";
 import { readStatus, splitMessages, stampMessage } from "./message.ts";
-import { openRouteSocket } from "./socket.ts";
+import { openRouteSocket, receiveDatagram } from "./socket.ts";
 
 // sendto() declared nonblocking: Deno runs it on a pool thread and returns a promise (~1000× the cost of
 // a sync FFI call: fine for requests that take the kernel milliseconds, wrong for quick ones).
@@ -78,16 +78,7 @@ export class OffThreadNetlinkSocket implements AsyncDisposable {
     if (sent < 0n) throw new NetlinkError(context, EIO, "sendto() failed on a pool thread");
     // The kernel queued the ACK before sendto() returned: this read does not wait.
     for (;;) {
-      const n = Number(mnl().mnl_socket_recvfrom(this.#live(context), this.#recv, BigInt(this.#recv.length)));
-      if (n < 0) {
-        const errno = lastErrno();
-        if (errno === EINTR) continue;
-        throw new NetlinkError(
-          context,
-          errno,
-          errno === EAGAIN ? "no reply from the kernel in time" : undefined,
-        );
-      }
+      const n = receiveDatagram(this.#live(context), this.#recv, context);
       for (const reply of splitMessages(this.#recv.subarray(0, n))) {
         if (reply.pid !== this.#portId || reply.seq !== seq || reply.type !== NLMSG_ERROR) continue;
         const { errno, extack } = readStatus(reply);

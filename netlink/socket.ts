@@ -192,21 +192,26 @@ export class NetlinkSocket implements Disposable {
   #read(context: ErrorContext, onMessage: (message: Message) => boolean): void {
     const handle = this.#live(context);
     for (;;) {
-      const n = Number(mnl().mnl_socket_recvfrom(handle, this.#recv, BigInt(this.#recv.length)));
-      if (n < 0) {
-        // With SO_RCVTIMEO a signal interrupts recvmsg() even under SA_RESTART (socket(7)).
-        const errno = lastErrno();
-        if (errno === EINTR) continue;
-        throw new NetlinkError(
-          context,
-          errno,
-          errno === EAGAIN ? "no reply from the kernel in time" : undefined,
-        );
-      }
+      const n = receiveDatagram(handle, this.#recv, context);
       for (const message of splitMessages(this.#recv.subarray(0, n))) {
         if (message.pid === this.#portId && onMessage(message)) return;
       }
     }
+  }
+}
+
+/**
+ * Reads one datagram into `buf` and returns its length, for NetlinkSocket and OffThreadNetlinkSocket alike.
+ * @throws {NetlinkError} with recvmsg()'s errno; EAGAIN when no reply came within the socket's timeout.
+ */
+export function receiveDatagram(handle: Deno.PointerObject, buf: Uint8Array, context: ErrorContext): number {
+  for (;;) {
+    const n = Number(mnl().mnl_socket_recvfrom(handle, buf, BigInt(buf.length)));
+    if (n >= 0) return n;
+    // With SO_RCVTIMEO a signal interrupts recvmsg() even under SA_RESTART (socket(7)).
+    const errno = lastErrno();
+    if (errno === EINTR) continue;
+    throw new NetlinkError(context, errno, errno === EAGAIN ? "no reply from the kernel in time" : undefined);
   }
 }
 
