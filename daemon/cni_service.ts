@@ -4,7 +4,6 @@
 
 import type {
   AddRequest,
-  AddResult,
   ApiReply,
   ApiRequest,
   Attachment,
@@ -14,13 +13,14 @@ import type {
 } from "../cni/api.ts";
 import { formatIp } from "../ipam/cidr.ts";
 import type { Allocation, NodeIpam } from "../ipam/node_ipam.ts";
+import { ipamResult } from "./cni_results.ts";
 import { CODE, DaemonError, errorReply } from "./errors.ts";
 import type { EtcdHealth } from "./etcd_health.ts";
 import type { KeyedQueue } from "./keyed_queue.ts";
 import type { Logger } from "./log.ts";
-import type { PodNetwork } from "./pod_network.ts";
+import type { PodNetwork } from "./nodenet/pod_network.ts";
 import type { Teardown } from "./teardown.ts";
-import { aliasesOf } from "./veth_name.ts";
+import { aliasesOf } from "./nodenet/veth_name.ts";
 
 export interface CniServiceDeps {
   ipam: NodeIpam;
@@ -190,22 +190,5 @@ function describe(a: Attachment | Allocation) {
     containerId: a.containerId,
     ifName: a.ifName,
     pod: a.podName ? `${a.podNamespace}/${a.podName}` : undefined,
-  };
-}
-
-/**
- * IPAM-mode result. The address carries its block's prefix and the block's first address as gateway:
- * the calling plugin (e.g. ptp) installs its default route through ConfigureIface before it adds its
- * own on-link route, so the gateway must be on-link through the address's prefix. The allocator never
- * hands out a block's first address, so the gateway is nobody's pod address.
- */
-function ipamResult(allocation: Allocation): AddResult {
-  return {
-    interfaces: [],
-    ips: allocation.addresses.map((a) => ({
-      address: `${formatIp(a.address)}/${a.block.prefix}`,
-      gateway: formatIp({ family: a.family, value: a.block.base }),
-    })),
-    routes: allocation.addresses.map((a) => ({ dst: a.family === 4 ? "0.0.0.0/0" : "::/0" })),
   };
 }

@@ -6,6 +6,7 @@ import { DEFAULT_SOCKET } from "../cni/api.ts";
 import type { EtcdOptions } from "../ipam/etcd_client.ts";
 import { type ListenAddress, parseListenAddress } from "./http_server.ts";
 import { addEtcdOptions, type EtcdFlagValues, etcdOptionsFrom } from "../ipam/admin/etcd_flags.ts";
+import { DEFAULT_EXPORT_TABLE, DEFAULT_PROTOCOL } from "./nodenet/constants.ts";
 
 export interface DaemonConfig {
   nodeName: string;
@@ -78,11 +79,11 @@ export function daemonCommand(action: (config: DaemonConfig) => Promise<void>): 
         "kernel table that holds one route per owned block",
         "COIL_EXPORT_TABLE_ID",
       )
-        .argParser(table).default(119),
+        .argParser(table).default(DEFAULT_EXPORT_TABLE),
     )
     .addOption(
       env("--protocol-id <id>", "route protocol stamped on Coil's routes", "COIL_PROTOCOL_ID")
-        .argParser(uint32("a protocol id", 255)).default(30),
+        .argParser(uint32("a protocol id", 255)).default(DEFAULT_PROTOCOL),
     )
     .addOption(
       env(

@@ -8,8 +8,8 @@ import { formatIp, type IpAddress, tryParseIp } from "../ipam/cidr.ts";
 import type { Allocation } from "../ipam/node_ipam.ts";
 import { routeDump } from "../netlink/route.ts";
 import type { NetlinkSocket } from "../netlink/socket.ts";
-import type { PodNetwork } from "./pod_network.ts";
-import { aliasesOf } from "./veth_name.ts";
+import type { PodNetwork } from "./nodenet/pod_network.ts";
+import { aliasesOf } from "./nodenet/veth_name.ts";
 
 /** A pod on this host whose address record names another node. */
 export interface ForeignPod {

@@ -7,7 +7,7 @@ import { familyBits } from "../ipam/cidr.ts";
 import type { NodeIpam } from "../ipam/node_ipam.ts";
 import { createRegistry, type Sample } from "./metrics_registry.ts";
 import { registerProcessMetrics } from "./process_metrics.ts";
-import type { SyncReport } from "./route_exporter.ts";
+import type { SyncReport } from "./nodenet/route_exporter.ts";
 import type { SweepReport } from "./sweeper.ts";
 
 /** Where scrape-time gauges come from; attached once coild has built them. */

@@ -5,7 +5,7 @@
 import type { Attachment } from "../cni/api.ts";
 import type { Allocation, NodeIpam } from "../ipam/node_ipam.ts";
 import type { KeyedQueue } from "./keyed_queue.ts";
-import type { PodNetwork } from "./pod_network.ts";
+import type { PodNetwork } from "./nodenet/pod_network.ts";
 
 export interface Teardown {
   /**

@@ -98,8 +98,10 @@ export interface PoolPlan {
 
 export const DEFAULT_LAB_NAME = "default";
 export const NETNS_PREFIX = "coil-lab-";
-export const EXPORT_TABLE_ID = 119;
-export const PROTOCOL_ID = 30;
+export {
+  DEFAULT_EXPORT_TABLE as EXPORT_TABLE_ID,
+  DEFAULT_PROTOCOL as PROTOCOL_ID,
+} from "../../daemon/nodenet/constants.ts";
 export const ROUTER_ASN = 64600;
 export const MAX_NODES = 200;
 export const MAX_PODS = 30;

@@ -3,13 +3,9 @@
 // can be proven before coild exists.
 
 import { EXPORT_TABLE_ID, type LabPlan, type NodePlan, type PodPlan, PROTOCOL_ID } from "./plan.ts";
+import { GATEWAY_V4, GATEWAY_V6 } from "../../daemon/nodenet/constants.ts";
 import { ip } from "./run.ts";
 import { addNetns, addVeth } from "./topology.ts";
-
-/** The pod gateway every host veth carries (scope link), as in Coil v1 and v2. */
-export const POD_GATEWAY4 = "169.254.1.1";
-/** The IPv6 gateway: a link-local address on the host veth (coild uses the veth's own). */
-export const POD_GATEWAY6 = "fe80::1";
 
 const BLOCK_ROUTE = ["dev", "lo", "proto", String(PROTOCOL_ID), "table", String(EXPORT_TABLE_ID)];
 
@@ -49,19 +45,19 @@ export async function addStaticPod(node: NodePlan, pod: PodPlan, addresses: stri
   const veth = await vethName(pod.namespace, pod.name);
   await addNetns(pod.netns);
   await addVeth(node.netns, veth, pod.netns, "eth0");
-  await ip(node.netns, ["addr", "add", `${POD_GATEWAY4}/32`, "dev", veth, "scope", "link"]);
+  await ip(node.netns, ["addr", "add", `${GATEWAY_V4}/32`, "dev", veth, "scope", "link"]);
   await ip(node.netns, ["link", "set", veth, "up"]);
   await ip(pod.netns, ["link", "set", "eth0", "up"]);
-  await ip(pod.netns, ["route", "add", `${POD_GATEWAY4}/32`, "dev", "eth0", "scope", "link"]);
+  await ip(pod.netns, ["route", "add", `${GATEWAY_V4}/32`, "dev", "eth0", "scope", "link"]);
   for (const address of addresses) {
     if (address.includes(":")) {
-      await ip(node.netns, ["addr", "add", `${POD_GATEWAY6}/64`, "dev", veth, "nodad"]);
+      await ip(node.netns, ["addr", "add", `${GATEWAY_V6}/64`, "dev", veth, "nodad"]);
       await ip(pod.netns, ["addr", "add", `${address}/128`, "dev", "eth0", "nodad"]);
-      await ip(pod.netns, ["-6", "route", "add", "default", "via", POD_GATEWAY6, "dev", "eth0"]);
+      await ip(pod.netns, ["-6", "route", "add", "default", "via", GATEWAY_V6, "dev", "eth0"]);
       await ip(node.netns, ["-6", "route", "add", `${address}/128`, "dev", veth]);
     } else {
       await ip(pod.netns, ["addr", "add", `${address}/32`, "dev", "eth0"]);
-      await ip(pod.netns, ["route", "add", "default", "via", POD_GATEWAY4, "dev", "eth0"]);
+      await ip(pod.netns, ["route", "add", "default", "via", GATEWAY_V4, "dev", "eth0"]);
       await ip(node.netns, ["route", "add", `${address}/32`, "dev", veth]);
     }
   }

@@ -7,7 +7,7 @@ import { blockAt, formatCidr, ipToBytes, parseCidr } from "../../ipam/cidr.ts";
 import { linkByName } from "../../netlink/link.ts";
 import { routeDump } from "../../netlink/route.ts";
 import { encodeRoute } from "../../netlink/route_wire.ts";
-import { createRouteExporter } from "../../daemon/route_exporter.ts";
+import { createRouteExporter } from "../../daemon/nodenet/route_exporter.ts";
 import { createNetns, openNetnsSocket } from "../helpers/netns.ts";
 import { type BenchContext, type Benchmark, iterations } from "./_bench.ts";
 import { execOk } from "./_exec.ts";

@@ -1,4 +1,4 @@
-// DEL answers before the kernel has unregistered the pod's veth (daemon/link_deleter.ts). Against a real
+// DEL answers before the kernel has unregistered the pod's veth (daemon/nodenet/link_deleter.ts). Against a real
 // coild, etcd and kernel: an ADD of the same attachment, or one that gets the released address, while
 // old veths still await deletion; and no veth leaks when coild stops or crashes with deletions queued.
 

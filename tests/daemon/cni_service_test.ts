@@ -7,7 +7,7 @@ import type { AddRequest, ApiReply, Attachment } from "../../cni/api.ts";
 import { createCniService } from "../../daemon/cni_service.ts";
 import { DaemonError } from "../../daemon/errors.ts";
 import { KeyedQueue } from "../../daemon/keyed_queue.ts";
-import type { PodNetwork } from "../../daemon/pod_network.ts";
+import type { PodNetwork } from "../../daemon/nodenet/pod_network.ts";
 import { createTeardown } from "../../daemon/teardown.ts";
 import { createNodeIpam, type NodeIpam } from "../../ipam/node_ipam.ts";
 import { MemoryStore } from "../helpers/memory_store.ts";

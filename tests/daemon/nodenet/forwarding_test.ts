@@ -3,10 +3,10 @@
 
 import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
-import { connectEtcd } from "../../ipam/etcd_client.ts";
-import { startEtcd } from "../helpers/etcd.ts";
-import { removeLeftoverNetns } from "../helpers/netns.ts";
-import { startNode } from "./_lifecycle_fixture.ts";
+import { connectEtcd } from "../../../ipam/etcd_client.ts";
+import { startEtcd } from "../../helpers/etcd.ts";
+import { removeLeftoverNetns } from "../../helpers/netns.ts";
+import { startNode } from "../_lifecycle_fixture.ts";
 
 await removeLeftoverNetns();
 

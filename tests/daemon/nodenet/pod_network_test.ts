@@ -3,16 +3,16 @@
 // and which veths destroy() and hostLinks() consider ours.
 
 import assert from "node:assert/strict";
-import type { AddRequest, CheckRequest } from "../../cni/api.ts";
-import { blockOf, parseIp } from "../../ipam/cidr.ts";
-import type { Allocation } from "../../ipam/node_ipam.ts";
-import { CODE, DaemonError } from "../../daemon/errors.ts";
-import { LinkDeleter } from "../../daemon/link_deleter.ts";
-import { createPodNetwork, type PodNetwork } from "../../daemon/pod_network.ts";
-import { aliasOf, hostVethName, isCoilAlias } from "../../daemon/veth_name.ts";
-import { isExists } from "../../netlink/errors.ts";
-import { linkSetUp } from "../../netlink/link.ts";
-import { createNetns, openNetnsSocket, removeLeftoverNetns, type TestNetns } from "../helpers/netns.ts";
+import type { AddRequest, CheckRequest } from "../../../cni/api.ts";
+import { blockOf, parseIp } from "../../../ipam/cidr.ts";
+import type { Allocation } from "../../../ipam/node_ipam.ts";
+import { CODE, DaemonError } from "../../../daemon/errors.ts";
+import { LinkDeleter } from "../../../daemon/nodenet/link_deleter.ts";
+import { createPodNetwork, type PodNetwork } from "../../../daemon/nodenet/pod_network.ts";
+import { aliasOf, hostVethName, isCoilAlias } from "../../../daemon/nodenet/veth_name.ts";
+import { isExists } from "../../../netlink/errors.ts";
+import { linkSetUp } from "../../../netlink/link.ts";
+import { createNetns, openNetnsSocket, removeLeftoverNetns, type TestNetns } from "../../helpers/netns.ts";
 
 await removeLeftoverNetns();
 

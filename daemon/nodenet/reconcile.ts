@@ -2,18 +2,17 @@
 // (alias `coil:<network>:<containerId>:<ifName>`) either belongs to a known allocation, whose missing host routes
 // are put back, or is stale and removed. Coil v2 repaired only table 119 at start (issue #382).
 
-import type { Allocation } from "../ipam/node_ipam.ts";
-import { formatIp } from "../ipam/cidr.ts";
-import { isNotFound } from "../netlink/errors.ts";
-import { linkDel } from "../netlink/link.ts";
-import { routeDump, routeReplace } from "../netlink/route.ts";
-import type { NetlinkSocket } from "../netlink/socket.ts";
+import type { Allocation } from "../../ipam/node_ipam.ts";
+import { formatIp } from "../../ipam/cidr.ts";
+import { isNotFound } from "../../netlink/errors.ts";
+import { linkDel } from "../../netlink/link.ts";
+import { routeDump, routeReplace } from "../../netlink/route.ts";
+import type { NetlinkSocket } from "../../netlink/socket.ts";
+import { MAIN_TABLE } from "./constants.ts";
 import { HostRouteTables } from "./host_route_tables.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../log.ts";
 import type { PodNetwork } from "./pod_network.ts";
 import { aliasesOf } from "./veth_name.ts";
-
-const MAIN_TABLE = 254;
 
 export interface ReconcileOptions {
   host: NetlinkSocket;

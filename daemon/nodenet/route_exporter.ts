@@ -5,13 +5,18 @@
 // alike. The table is Coil's alone: foreign routes are removed. Routes stay bytes end to end (dump,
 // diff, batch): text is made only for an error.
 
-import { aggregate } from "../ipam/aggregate.ts";
-import { type Cidr, ipToBytes } from "../ipam/cidr.ts";
-import { RTN_UNICAST } from "../netlink/constants.ts";
-import { isDumpInterrupted, isExists, isNotFound } from "../netlink/errors.ts";
-import { linkByName } from "../netlink/link.ts";
-import { routeBatchBytes, type RouteBytes, type RouteBytesChange, routeDumpBytes } from "../netlink/route.ts";
-import type { NetlinkSocket } from "../netlink/socket.ts";
+import { aggregate } from "../../ipam/aggregate.ts";
+import { type Cidr, ipToBytes } from "../../ipam/cidr.ts";
+import { RTN_UNICAST } from "../../netlink/constants.ts";
+import { isDumpInterrupted, isExists, isNotFound } from "../../netlink/errors.ts";
+import { linkByName } from "../../netlink/link.ts";
+import {
+  routeBatchBytes,
+  type RouteBytes,
+  type RouteBytesChange,
+  routeDumpBytes,
+} from "../../netlink/route.ts";
+import type { NetlinkSocket } from "../../netlink/socket.ts";
 
 export interface RouteExporterOptions {
   sock: NetlinkSocket;

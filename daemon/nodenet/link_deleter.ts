@@ -4,9 +4,9 @@
 // (offthread_socket.ts), not a Worker isolate; several slots let the kernel overlap deletions, as
 // separate ptp processes do. The queue is bounded: a burst beyond it makes DEL wait.
 
-import { isNotFound } from "../netlink/errors.ts";
-import { linkDelOffThread } from "../netlink/link.ts";
-import { OffThreadNetlinkSocket } from "../netlink/offthread_socket.ts";
+import { isNotFound } from "../../netlink/errors.ts";
+import { linkDelOffThread } from "../../netlink/link.ts";
+import { OffThreadNetlinkSocket } from "../../netlink/offthread_socket.ts";
 
 export interface LinkDeleterOptions {
   /** Deletions in flight at once, one socket each. Default 4. */

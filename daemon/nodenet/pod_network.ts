@@ -5,11 +5,11 @@
 // carries (scope link), so the host answers ARP/ND for them even when kube-proxy sets arp_ignore
 // (Coil v1.0.0 moved to a link-local gateway for that reason, k8s#70530).
 
-import type { AddRequest, AddResult, Attachment, CheckRequest } from "../cni/api.ts";
-import { formatIp } from "../ipam/cidr.ts";
-import type { AllocatedAddress, Allocation } from "../ipam/node_ipam.ts";
-import { addrAdd, addrList } from "../netlink/addr.ts";
-import { isExists, isNotFound, NetlinkError } from "../netlink/errors.ts";
+import type { AddRequest, AddResult, Attachment, CheckRequest } from "../../cni/api.ts";
+import { formatIp } from "../../ipam/cidr.ts";
+import type { AllocatedAddress, Allocation } from "../../ipam/node_ipam.ts";
+import { addrAdd, addrList } from "../../netlink/addr.ts";
+import { isExists, isNotFound, NetlinkError } from "../../netlink/errors.ts";
 import {
   type Link,
   linkAddVeth,
@@ -20,18 +20,17 @@ import {
   linkSetAlias,
   linkSetDown,
   linkSetUp,
-} from "../netlink/link.ts";
-import { closeNetns, isOwnNetns, NotNetnsError, openNetns } from "../netlink/netns.ts";
-import { type Route, routeAdd, routeDump, routeGet } from "../netlink/route.ts";
-import { NetlinkSocket } from "../netlink/socket.ts";
-import { CODE, DaemonError } from "./errors.ts";
+} from "../../netlink/link.ts";
+import { closeNetns, isOwnNetns, NotNetnsError, openNetns } from "../../netlink/netns.ts";
+import { type Route, routeAdd, routeDump, routeGet } from "../../netlink/route.ts";
+import { NetlinkSocket } from "../../netlink/socket.ts";
+import { mainResult } from "../cni_results.ts";
+import { CODE, DaemonError } from "../errors.ts";
+import { GATEWAY_V4, GATEWAY_V6, MAIN_TABLE } from "./constants.ts";
 import { HostRouteTables } from "./host_route_tables.ts";
 import type { LinkDeleter } from "./link_deleter.ts";
 import { aliasesOf, aliasOf, hostVethName, isAttachmentLink, isCoilAlias } from "./veth_name.ts";
 
-export const GATEWAY_V4 = "169.254.1.1";
-export const GATEWAY_V6 = "fe80::1";
-const MAIN_TABLE = 254;
 const DEFAULT_MTU = 1500;
 /**
  * The alias of a host veth that a DEL cut off and left to the deleter: "/" is in no network name,
@@ -113,7 +112,7 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
         }
         if (table !== MAIN_TABLE) tables.ensureRules(table, families(allocation));
         const podLink = configurePod(pod.sock, req.ifName, allocation.addresses);
-        return result(hostLink, podLink, req.netns, allocation.addresses);
+        return mainResult(hostLink, podLink, req.netns, allocation.addresses);
       } catch (err) {
         runUndo(undo, err);
         throw err;
@@ -131,7 +130,7 @@ export function createPodNetwork(options: PodNetworkOptions): PodNetwork {
     const hostLink = linkByName(host, hostVethName(req))!;
     return withPodNetns(req.netns, ({ sock }) => {
       const podLink = linkByName(sock, req.ifName)!;
-      return result(hostLink, podLink, req.netns, allocation.addresses);
+      return mainResult(hostLink, podLink, req.netns, allocation.addresses);
     });
   }
 
@@ -373,23 +372,6 @@ function hostRoute(oif: number, a: AllocatedAddress, table: number, protocol: nu
 
 function families(allocation: Allocation): (4 | 6)[] {
   return allocation.addresses.map((a) => a.family);
-}
-
-function result(hostLink: Link, podLink: Link, netns: string, addresses: AllocatedAddress[]): AddResult {
-  return {
-    interfaces: [
-      { name: hostLink.name, mac: hostLink.mac, mtu: hostLink.mtu },
-      { name: podLink.name, mac: podLink.mac, mtu: podLink.mtu, sandbox: netns },
-    ],
-    ips: addresses.map((a) => ({
-      address: `${formatIp(a.address)}/${a.family === 4 ? 32 : 128}`,
-      gateway: a.family === 4 ? GATEWAY_V4 : GATEWAY_V6,
-      interface: 1,
-    })),
-    routes: addresses.map((a) =>
-      a.family === 4 ? { dst: "0.0.0.0/0", gw: GATEWAY_V4 } : { dst: "::/0", gw: GATEWAY_V6 }
-    ),
-  };
 }
 
 /**

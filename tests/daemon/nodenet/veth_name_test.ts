@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { hostVethName, type PodIdentity } from "../../daemon/veth_name.ts";
+import { hostVethName, type PodIdentity } from "../../../daemon/nodenet/veth_name.ts";
 
 function sha1Hex(text: string): string {
   return createHash("sha1").update(text, "utf8").digest("hex");

@@ -2,10 +2,10 @@
 // Coil v2 moved its routes to table 116 because Calico's Felix rewrote routes in main. A rule exists
 // while its table holds one of our routes, so DEL of the last pod leaves no rule behind.
 
-import type { Family } from "../ipam/cidr.ts";
-import { routeDump } from "../netlink/route.ts";
-import { ruleAdd, ruleDel, ruleList } from "../netlink/rule.ts";
-import type { NetlinkSocket } from "../netlink/socket.ts";
+import type { Family } from "../../ipam/cidr.ts";
+import { routeDump } from "../../netlink/route.ts";
+import { ruleAdd, ruleDel, ruleList } from "../../netlink/rule.ts";
+import type { NetlinkSocket } from "../../netlink/socket.ts";
 
 /** Priority of our rules: before `main` (32766), after `local` (0). */
 export const HOST_ROUTE_RULE_PRIORITY = 2000;

@@ -5,12 +5,12 @@
 // match checked while a block moves from one node to another.
 
 import assert from "node:assert/strict";
-import { aggregate } from "../../ipam/aggregate.ts";
-import { type Cidr, contains, formatCidr, parseCidr } from "../../ipam/cidr.ts";
-import { createRouteExporter } from "../../daemon/route_exporter.ts";
-import { linkSetUp } from "../../netlink/link.ts";
-import type { NetlinkSocket } from "../../netlink/socket.ts";
-import { createNetns, openNetnsSocket, removeLeftoverNetns, type TestNetns } from "../helpers/netns.ts";
+import { aggregate } from "../../../ipam/aggregate.ts";
+import { type Cidr, contains, formatCidr, parseCidr } from "../../../ipam/cidr.ts";
+import { createRouteExporter } from "../../../daemon/nodenet/route_exporter.ts";
+import { linkSetUp } from "../../../netlink/link.ts";
+import type { NetlinkSocket } from "../../../netlink/socket.ts";
+import { createNetns, openNetnsSocket, removeLeftoverNetns, type TestNetns } from "../../helpers/netns.ts";
 
 await removeLeftoverNetns();
 

@@ -3,8 +3,8 @@
 // ignores router advertisements on interfaces whose accept_ra is 1: nodes that take their IPv6 default
 // route from RAs need accept_ra=2 on the uplink (docs/bird.md says so).
 
-import { readSysctl, writeSysctl } from "../netlink/sysctl.ts";
-import type { Logger } from "./log.ts";
+import { readSysctl, writeSysctl } from "../../netlink/sysctl.ts";
+import type { Logger } from "../log.ts";
 
 const SYSCTLS = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"];
 
