@@ -1,7 +1,6 @@
 // Interface addresses (`ip addr`): add, delete and list, IPv4 and IPv6.
 
-import { formatIp, ipFromBytes, ipToBytes, parseIp } from "../ipam/cidr.ts";
-import type { Family, IpAddress } from "../ipam/cidr.ts";
+import { type Family, formatIp, parseIp } from "./ip_text.ts";
 import {
   AF_UNSPEC,
   CREATE_EXCL,
@@ -115,9 +114,8 @@ function addrMessage(type: number, flags: number, spec: AddrSpec): MessageWriter
       flags: spec.nodad ? IFA_F_NODAD : 0,
     }),
   );
-  const bytes = ipToBytes(ip);
-  putAttr(w, IFA_LOCAL, bytes);
-  putAttr(w, IFA_ADDRESS, bytes);
+  putAttr(w, IFA_LOCAL, ip.bytes);
+  putAttr(w, IFA_ADDRESS, ip.bytes);
   // ifa_flags is 8 bits; IFA_FLAGS carries all 32 and is what newer kernels read first.
   if (spec.nodad) putU32(w, IFA_FLAGS, IFA_F_NODAD);
   return w;
@@ -137,14 +135,13 @@ export function parseAddress(message: Message): Address | undefined {
   // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point links.
   const bytes = attrs.get(IFA_LOCAL) ?? attrs.get(IFA_ADDRESS);
   if (bytes === undefined) return undefined;
-  const ip: IpAddress = ipFromBytes(bytes);
-  if (ip.family !== family) {
-    throw new RangeError(`Malformed address message: IPv${ip.family} in family ${family}`);
+  if (bytes.length !== (family === 4 ? 4 : 16)) {
+    throw new RangeError(`Malformed address message: ${bytes.length} address bytes in family ${family}`);
   }
   return {
     index: header.index,
     family,
-    address: formatIp(ip),
+    address: formatIp(bytes),
     prefix: header.prefixLen,
     scope: scopeName(header.scope),
     flags: attrU32(attrs, IFA_FLAGS) ?? header.flags,

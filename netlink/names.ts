@@ -19,7 +19,7 @@ import {
   RTN_UNICAST,
   RTN_UNREACHABLE,
 } from "./constants.ts";
-import type { Family } from "../ipam/cidr.ts";
+import type { Family } from "./ip_text.ts";
 
 /** Address scope as `ip` names it; other kernel values stay numbers. */
 export type Scope = "universe" | "site" | "link" | "host" | "nowhere" | number;

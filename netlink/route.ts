@@ -1,8 +1,7 @@
 // Routes (`ip route`): add, replace, delete, dump by table/protocol/device, and batches of changes
 // for syncing a whole table (the exporter's table 119) in a few system calls.
 
-import { formatCidr, formatIp, ipFromBytes, ipToBytes, parseCidr, parseIp } from "../ipam/cidr.ts";
-import type { Family } from "../ipam/cidr.ts";
+import { type Family, formatIp, formatPrefix, parseIp, parsePrefix } from "./ip_text.ts";
 import {
   NLM_F_DUMP,
   NLM_F_REQUEST,
@@ -169,7 +168,7 @@ export function routeGet(sock: NetlinkSocket, dst: string, options: RouteGetOpti
     dstLen: ip.family === 4 ? 32 : 128,
     flags: options.fibMatch ? RTM_F_FIB_MATCH : 0,
   });
-  putAttr(w, RTA_DST, ipToBytes(ip));
+  putAttr(w, RTA_DST, ip.bytes);
   try {
     const parse = (m: Message) => {
       const route = decodeRoute(m);
@@ -218,17 +217,17 @@ function routeMessage(op: RouteOp, route: Route): Uint8Array {
 
 /** A route's byte form. @throws {TypeError} for malformed addresses, names or families. */
 export function routeBytes(route: Route): RouteBytes {
-  const dst = parseCidr(route.dst);
+  const dst = parsePrefix(route.dst);
   const gateway = route.gateway === undefined ? undefined : parseIp(route.gateway);
   if (gateway && gateway.family !== dst.family) {
     throw new TypeError(`Invalid route ${route.dst}: gateway ${route.gateway} is of another family`);
   }
   const bytes: RouteBytes = {
     family: dst.family,
-    dst: ipToBytes({ family: dst.family, value: dst.base }),
-    dstLen: dst.prefix,
+    dst: dst.bytes,
+    dstLen: dst.length,
   };
-  if (gateway) bytes.gateway = ipToBytes(gateway);
+  if (gateway) bytes.gateway = gateway.bytes;
   if (route.oif !== undefined) bytes.oif = route.oif;
   if (route.table !== undefined) bytes.table = route.table;
   if (route.protocol !== undefined) bytes.protocol = route.protocol;
@@ -241,13 +240,13 @@ export function routeBytes(route: Route): RouteBytes {
 /** A route's text form, as `ip route` shows it. */
 export function routeText(bytes: RouteBytes): Route {
   const route: Route = {
-    dst: formatCidr({ family: bytes.family, base: ipFromBytes(bytes.dst).value, prefix: bytes.dstLen }),
+    dst: formatPrefix(bytes.dst, bytes.dstLen),
   };
   if (bytes.table !== undefined) route.table = bytes.table;
   if (bytes.protocol !== undefined) route.protocol = bytes.protocol;
   if (bytes.scope !== undefined) route.scope = scopeName(bytes.scope);
   if (bytes.type !== undefined) route.type = routeTypeName(bytes.type);
-  if (bytes.gateway) route.gateway = formatIp(ipFromBytes(bytes.gateway));
+  if (bytes.gateway) route.gateway = formatIp(bytes.gateway);
   if (bytes.oif !== undefined) route.oif = bytes.oif;
   if (bytes.priority !== undefined) route.priority = bytes.priority;
   return route;

@@ -25,14 +25,12 @@ import {
   RTPROT_BOOT,
   RTPROT_UNSPEC,
 } from "./constants.ts";
+import type { Family } from "./ip_text.ts";
 import type { Message } from "./message.ts";
-
-/** 4 or 6. */
-export type IpFamily = 4 | 6;
 
 /** A route with its addresses as bytes. Dumps fill in table, protocol, scope and type. */
 export interface RouteBytes {
-  family: IpFamily;
+  family: Family;
   /** Network address, 4 or 16 bytes, host bits zero. */
   dst: Uint8Array;
   dstLen: number;
@@ -62,7 +60,7 @@ const NLMSG_HDRLEN = 16;
 const RTMSG_SIZE = 12;
 
 /** Byte length of an address of `family`. */
-export function addressLength(family: IpFamily): 4 | 16 {
+export function addressLength(family: Family): 4 | 16 {
   return family === 4 ? 4 : 16;
 }
 
@@ -157,7 +155,7 @@ export function decodeRoute(message: Message): RouteBytes | undefined {
   if (p.length < RTMSG_SIZE) {
     throw new RangeError(`Malformed netlink message: ${p.length}-byte payload, header needs ${RTMSG_SIZE}`);
   }
-  const family: IpFamily | undefined = p[0] === AF_INET ? 4 : p[0] === AF_INET6 ? 6 : undefined;
+  const family: Family | undefined = p[0] === AF_INET ? 4 : p[0] === AF_INET6 ? 6 : undefined;
   if (family === undefined) return undefined;
   const size = addressLength(family);
   const route: RouteBytes = {

@@ -1,8 +1,7 @@
 // Policy routing rules (`ip rule`): the daemon's `from all lookup <table>` rule for pod routes kept
 // outside the main table (Coil v2 does this so that Calico cannot rewrite them).
 
-import { formatCidr, ipFromBytes, ipToBytes, parseCidr } from "../ipam/cidr.ts";
-import type { Cidr, Family } from "../ipam/cidr.ts";
+import { type Family, formatPrefix, parsePrefix, type PrefixBytes } from "./ip_text.ts";
 import {
   CREATE_EXCL,
   FRA_DST,
@@ -109,9 +108,9 @@ export function ruleList(sock: NetlinkSocket, filter: RuleFilter = {}): Rule[] {
   });
 }
 
-function parseNetwork(rule: Rule, text: string | undefined): Cidr | undefined {
+function parseNetwork(rule: Rule, text: string | undefined): PrefixBytes | undefined {
   if (text === undefined) return undefined;
-  const cidr = parseCidr(text);
+  const cidr = parsePrefix(text);
   if (cidr.family !== rule.family) throw new TypeError(`Invalid rule: ${text} is not IPv${rule.family}`);
   return cidr;
 }
@@ -125,16 +124,16 @@ function ruleMessage(type: number, flags: number, rule: Rule): Uint8Array {
     FIB_RULE_HDR,
     fibRuleHdr({
       family: addressFamily(rule.family),
-      srcLen: src?.prefix ?? 0,
-      dstLen: dst?.prefix ?? 0,
+      srcLen: src?.length ?? 0,
+      dstLen: dst?.length ?? 0,
       // The 8-bit field holds small tables only; FRA_TABLE always carries the full u32.
       table: rule.table < 256 ? rule.table : RT_TABLE_UNSPEC,
     }),
   );
   putU32(w, FRA_TABLE, rule.table);
   putU32(w, FRA_PRIORITY, rule.priority);
-  if (src) putAttr(w, FRA_SRC, ipToBytes({ family: src.family, value: src.base }));
-  if (dst) putAttr(w, FRA_DST, ipToBytes({ family: dst.family, value: dst.base }));
+  if (src) putAttr(w, FRA_SRC, src.bytes);
+  if (dst) putAttr(w, FRA_DST, dst.bytes);
   if (rule.iif !== undefined) putString(w, FRA_IIFNAME, rule.iif);
   if (rule.oif !== undefined) putString(w, FRA_OIFNAME, rule.oif);
   if (rule.protocol !== undefined) putU8(w, FRA_PROTOCOL, rule.protocol);
@@ -149,11 +148,10 @@ function describe(rule: Rule): string {
 
 function readNetwork(bytes: Uint8Array | undefined, prefix: number, family: Family): string | undefined {
   if (bytes === undefined || prefix === 0) return undefined;
-  const ip = ipFromBytes(bytes);
-  if (ip.family !== family) {
-    throw new RangeError(`Malformed rule message: IPv${ip.family} in family ${family}`);
+  if (bytes.length !== (family === 4 ? 4 : 16)) {
+    throw new RangeError(`Malformed rule message: ${bytes.length} address bytes in family ${family}`);
   }
-  return formatCidr({ family, base: ip.value, prefix });
+  return formatPrefix(bytes, prefix);
 }
 
 /** Decodes an RTM_NEWRULE message; undefined for other messages or families. @throws {RangeError}. */
