@@ -15,6 +15,7 @@ import { type Cidr, formatCidr } from "./cidr.ts";
 import { unavailable } from "./etcd_client.ts";
 import { parseBlockId } from "./etcd_values.ts";
 import { IpamError } from "./errors.ts";
+import { type NodeIndexKeys, nodeIndexKeys } from "./node_block_index.ts";
 import { type Keys, keysFor, prefixRangeEnd } from "./keys.ts";
 import { findOverlap, parsePool, type Pool, poolToJson, poolWithSubnet, validatePoolName } from "./pool.ts";
 import { parseBlockRecord } from "./records.ts";
@@ -44,10 +45,12 @@ interface PoolsView {
 export class PoolStore {
   readonly #client: Etcd3;
   readonly #keys: Keys;
+  readonly #index: NodeIndexKeys;
 
   constructor(client: Etcd3, prefix: string) {
     this.#client = client;
     this.#keys = keysFor(prefix);
+    this.#index = nodeIndexKeys(prefix);
   }
 
   /**
@@ -131,7 +134,15 @@ export class PoolStore {
         compare.push(modEquals(kv.key.toString(), kv.mod_revision));
         if (cidr) compare.push(noKeyUnder(this.#keys.addressesOfBlock(cidr)));
       }
-      const success: IRequestOp[] = batch.map(({ kv }) => ({ request_delete_range: { key: kv.key } }));
+      const success: IRequestOp[] = batch.flatMap(({ kv, cidr }) => {
+        // The owner's index entry goes with the block (node_block_index.ts): a load would skip it, but
+        // a node that keeps running never reloads.
+        const owner = ownerOf(kv);
+        const entry = cidr && owner !== "?" ? [this.#index.entry(owner, name, cidr)] : [];
+        return [kv.key, ...entry.map((k) => Buffer.from(k))].map((key) => ({
+          request_delete_range: { key },
+        }));
+      });
       if (last) {
         compare.push(noKeyCreatedAfter(blocksPrefix, read.header.revision));
         success.push(

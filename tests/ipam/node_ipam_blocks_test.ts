@@ -321,6 +321,8 @@ Deno.test("NodeIpam blocks against a real etcd", async (t) => {
 
       await pools.deletePool("dmz");
       assert.equal(await client.get(keys.block("dmz", dmzBlock)).exists(), false);
+      const indexEntries = await client.getAll().prefix(`${prefix}node-blocks/e1/dmz/`).keys();
+      assert.deepEqual(indexEntries, [], "the owner's index entry went with the block");
       let changes = 0;
       e1.onBlocksChanged(() => changes++);
       assert.deepEqual(await e1.releaseEmptyBlocks(), [], "nothing released: the block was already gone");
