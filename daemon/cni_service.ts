@@ -12,6 +12,7 @@ import type {
   GcRequest,
 } from "../cni/api.ts";
 import { formatIp } from "../ipam/cidr.ts";
+import { isIpamError } from "../ipam/errors.ts";
 import type { Allocation, NodeIpam } from "../ipam/node_ipam.ts";
 import { ipamResult } from "./cni_results.ts";
 import { CODE, DaemonError, errorReply } from "./errors.ts";
@@ -47,7 +48,7 @@ export function createCniService(deps: CniServiceDeps): CniService {
   async function add(req: AddRequest): Promise<ApiReply> {
     if (req.mode === "main") podNetwork.verifyNetns(req.netns, req.ifName);
     const earlier = ipam.find(req.network, req.containerId, req.ifName);
-    const allocation = await ipam.allocate(req);
+    const allocation = await allocateSettling(ipam, req);
     if (req.mode === "ipam") return { ok: true, result: ipamResult(allocation) };
     // A repeated ADD names the veth after the pod the first ADD saw, whatever CNI_ARGS it carries now.
     const pod = asRecorded(req, earlier);
@@ -137,6 +138,7 @@ export function createCniService(deps: CniServiceDeps): CniService {
       case "status": {
         const etcd = await deps.etcdHealth();
         if (!etcd.ok) throw new DaemonError(CODE.statusUnavailable, etcd.reason ?? "etcd is unreachable");
+        if (etcd.alarm) throw new DaemonError(CODE.statusUnavailable, etcd.alarm);
         const status = await ipam.canServeAny();
         if (!status.ok) {
           throw new DaemonError(CODE.statusUnavailable, status.reason ?? "coild cannot serve ADD");
@@ -167,6 +169,20 @@ export function createCniService(deps: CniServiceDeps): CniService {
     log(reply.ok ? "info" : "warn", "request", fields);
     return reply;
   };
+}
+
+/**
+ * ipam.allocate(), tried once more when it failed with a write in doubt: the second call settles that
+ * write first (a fence makes a late copy fail, and what etcd holds is adopted or freed), so an etcd
+ * member that stalls costs the ADD time rather than an 11; etcd_client.ts does not re-send the write.
+ */
+async function allocateSettling(ipam: NodeIpam, req: AddRequest): Promise<Allocation> {
+  try {
+    return await ipam.allocate(req);
+  } catch (err) {
+    if (!isIpamError(err, "unavailable") || !ipam.writesInDoubt()) throw err;
+    return await ipam.allocate(req);
+  }
 }
 
 /** The request with the pod identity that the attachment's ADD recorded, when there is one. */

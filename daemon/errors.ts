@@ -50,6 +50,7 @@ const IPAM_CODES: Record<IpamError["kind"], number> = {
   "exhausted": CODE.poolExhausted,
   "conflict": CODE.tryAgainLater,
   "unavailable": CODE.tryAgainLater,
+  "no-space": CODE.tryAgainLater,
 };
 
 /** The error reply for `err`. */

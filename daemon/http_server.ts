@@ -40,6 +40,15 @@ export function parseListenAddress(text: string, flag = "--metrics-address"): Li
 }
 
 /**
+ * Whether `address` is reachable from this host alone: 127.0.0.0/8, ::1 or localhost. Metrics tell
+ * anyone who can read them the node's pods, blocks and etcd health, so anything wider is a choice.
+ */
+export function isLoopback(address: ListenAddress): boolean {
+  const host = address.hostname.toLowerCase();
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/**
  * Serves /metrics, /healthz and /readyz on `address`.
  * @throws when the address cannot be bound (in use, not local), naming it.
  */

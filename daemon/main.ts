@@ -7,8 +7,10 @@ import { CommanderError } from "commander";
 import { contains, formatCidr } from "../ipam/cidr.ts";
 import { connectEtcd, waitForEtcd } from "../ipam/etcd_client.ts";
 import { createEtcdStore } from "../ipam/etcd_store.ts";
+import { IpamError } from "../ipam/errors.ts";
 import { keysFor } from "../ipam/keys.ts";
 import { createNodeIpam, type NodeIpam } from "../ipam/node_ipam.ts";
+import { ensureSchema, SchemaError } from "../ipam/schema.ts";
 import { routeDump } from "../netlink/route.ts";
 import { NetlinkSocket } from "../netlink/socket.ts";
 import pkg from "../package.json" with { type: "json" };
@@ -19,14 +21,14 @@ import { errorReply } from "./errors.ts";
 import { createEtcdHealth } from "./etcd_health.ts";
 import { findForeignPods, foreignPodsMessage } from "./foreign_pods.ts";
 import { enableForwarding } from "./nodenet/forwarding.ts";
-import { serveHttp } from "./http_server.ts";
+import { isLoopback, serveHttp } from "./http_server.ts";
 import { KeyedQueue } from "./keyed_queue.ts";
 import { LinkDeleter } from "./nodenet/link_deleter.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createCoilMetrics, instrumentCniService } from "./metrics.ts";
 import { acquireNodeIdentity, NodeNameTakenError } from "./node_identity.ts";
 import { createPodNetwork, type PodNetwork } from "./nodenet/pod_network.ts";
-import { allOf, type ReadinessCheck, socketAccepts } from "./readiness.ts";
+import { allOf, etcdServes, type ReadinessCheck, socketAccepts } from "./readiness.ts";
 import { reconcilePodNetworks } from "./nodenet/reconcile.ts";
 import { createRouteExporter, type RouteExporter, type SyncReport } from "./nodenet/route_exporter.ts";
 import { checkSocketPath, serveSocket, SocketPathError } from "./socket_server.ts";
@@ -86,10 +88,18 @@ async function run(config: DaemonConfig, log: Logger, stop: ShutdownSignal): Pro
   // /healthz answers from the start; /readyz says why not until the socket is open.
   let ready: ReadinessCheck = () => Promise.resolve({ ok: false, reason: "coild is starting" });
   if (config.metricsAddress) {
+    if (!isLoopback(config.metricsAddress)) {
+      log("warn", "serving metrics beyond loopback: anyone who reaches it sees this node's pods and blocks", {
+        address: `${config.metricsAddress.hostname}:${config.metricsAddress.port}`,
+      });
+    }
     const http = serveHttp({ address: config.metricsAddress, metrics: metrics.render, ready: () => ready() });
     cleanup.defer(() => http.close());
   }
-  const client = await connectEtcd({ ...config.etcd, onCall: metrics.etcdRequest });
+  // A TLS or password file that cannot be used is the operator's to fix before anything starts.
+  const client = await connectEtcd({ ...config.etcd, onCall: metrics.etcdRequest }).catch((err) => {
+    throw err instanceof IpamError && err.kind === "invalid" ? new StartRefused(err.message) : err;
+  });
   cleanup.defer(() => client.close());
   const probeKey = keysFor(config.etcd.prefix).node(config.nodeName);
   const etcdHealth = createEtcdHealth({ client, probeKey });
@@ -106,6 +116,13 @@ async function run(config: DaemonConfig, log: Logger, stop: ShutdownSignal): Pro
     cleanup.defer(() => watchdog.close());
   }
   if (!await waitUntilEtcdAnswers(client, probeKey, log, stop.promise)) return 0;
+  // The data in the schema this coild writes before it is read: older upgraded in place, newer refused.
+  const schema = await ensureSchema(client, config.etcd.prefix).catch((err) => {
+    throw err instanceof SchemaError ? new StartRefused(err.message) : err;
+  });
+  if (schema.upgradedFrom) {
+    log("info", "etcd data upgraded", { schema: schema.version, from: schema.upgradedFrom });
+  }
 
   // 1. State from etcd: this node's blocks and every address in them.
   const host = cleanup.use(new NetlinkSocket());
@@ -215,7 +232,7 @@ async function run(config: DaemonConfig, log: Logger, stop: ShutdownSignal): Pro
         0,
       ),
   });
-  ready = allOf([etcdHealth, () => ipam.canServeAny(), socketAccepts(config.socket)]);
+  ready = allOf([etcdServes(etcdHealth), () => ipam.canServeAny(), socketAccepts(config.socket)]);
   status = () => `${podNetwork.hostLinks().size} pods, ${ipam.ownedBlocks().length} blocks`;
   notifier?.notify({ READY: "1", STATUS: status() });
   log("info", "ready", { blocks: ipam.ownedBlocks().length, allocations: ipam.allocations().length });

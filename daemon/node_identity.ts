@@ -28,7 +28,7 @@ export interface NodeIdentityOptions {
   onFenced?: (message: string) => void;
   /** Stops waiting for the name at start (e.g. SIGTERM); acquireNodeIdentity then rejects with its reason. */
   signal?: AbortSignal;
-  /** First pause before retrying after an etcd failure (doubling up to the TTL); default 1000 ms. */
+  /** First pause before retrying after an etcd failure (doubling up to a third of the TTL); default 1000 ms. */
   retryDelayMs?: number;
   /** This process; read from /proc by default. */
   self?: ProcessIdentity;
@@ -185,7 +185,9 @@ export class NodeIdentity implements AsyncDisposable {
           retryInMs: retryDelay,
         });
         await pause(retryDelay, stop);
-        retryDelay = Math.min(retryDelay * 2, Math.max(firstDelay, ttlSeconds * 1000));
+        // At most a third of the TTL, as often as a lease is kept alive: after a partition heals, the
+        // node holds its name again within that, not a whole TTL later.
+        retryDelay = Math.min(retryDelay * 2, Math.max(firstDelay, ttlSeconds * 1000 / 3));
       }
     }
   }

@@ -1,7 +1,9 @@
 // The standard `process_*` metrics (the names every Prometheus client library uses), read from /proc at
 // scrape time: CPU seconds, resident and virtual memory, open and maximum file descriptors, start time;
 // and V8's heap and external memory, which tell a growing JS heap from native growth in the resident size.
+// /proc is read through libc (netlink/procfs.ts): coild's Deno permissions do not reach it.
 
+import { readProcFile, readProcLink } from "../netlink/procfs.ts";
 import type { Registry } from "./metrics_registry.ts";
 
 /**
@@ -26,20 +28,21 @@ export interface ProcessStats {
  * @throws when a file is missing or not in the kernel's format.
  */
 export function readProcessStats(proc = "/proc"): ProcessStats {
-  const stat = Deno.readTextFileSync(`${proc}/self/stat`);
+  const stat = readProcFile(`${proc}/self/stat`);
   // The command name (field 2) is in parentheses and may hold spaces and ")": split after the last one.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).trim().split(" ");
   // fields[0] is field 3 (state) of proc(5): utime is field 14, stime 15, starttime 22.
   const field = (n: number) => Number(fields[n - 3]);
-  const status = Deno.readTextFileSync(`${proc}/self/status`);
+  const status = readProcFile(`${proc}/self/status`);
   const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB$`, "m").exec(status)?.[1]) * 1024;
-  const bootTime = Number(/^btime (\d+)$/m.exec(Deno.readTextFileSync(`${proc}/stat`))?.[1]);
-  const limit = /^Max open files\s+(\d+|unlimited)/m.exec(Deno.readTextFileSync(`${proc}/self/limits`))?.[1];
+  const bootTime = Number(/^btime (\d+)$/m.exec(readProcFile(`${proc}/stat`))?.[1]);
+  const limit = /^Max open files\s+(\d+|unlimited)/m.exec(readProcFile(`${proc}/self/limits`))?.[1];
+  const fdSlots = Number(/^FDSize:\s+(\d+)$/m.exec(status)?.[1]);
   const stats: ProcessStats = {
     cpuSeconds: (field(14) + field(15)) / USER_HZ,
     residentBytes: kib("VmRSS"),
     virtualBytes: kib("VmSize"),
-    openFds: [...Deno.readDirSync(`${proc}/self/fd`)].length,
+    openFds: countOpenFds(`${proc}/self/fd`, fdSlots),
     maxFds: limit === "unlimited" ? Infinity : Number(limit),
     startTime: bootTime + field(22) / USER_HZ,
   };
@@ -48,6 +51,21 @@ export function readProcessStats(proc = "/proc"): ProcessStats {
     throw new Error(`Cannot read process metrics from "${proc}": ${bad[0]} is not in the expected format`);
   }
   return stats;
+}
+
+/**
+ * Open descriptors: the links under `fdDir` among the first `slots` (FDSize, the size of the fd table).
+ * Read link by link through libc, since listing /proc/self/fd needs Deno's --allow-all as any read there.
+ */
+function countOpenFds(fdDir: string, slots: number): number {
+  let open = 0;
+  for (let fd = 0; fd < slots; fd++) {
+    try {
+      readProcLink(`${fdDir}/${fd}`);
+      open++;
+    } catch { /* not open */ }
+  }
+  return Number.isNaN(slots) ? NaN : open;
 }
 
 /** Registers the `process_*` families, each reading /proc on every scrape. */

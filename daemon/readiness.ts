@@ -1,5 +1,8 @@
-// Whether coild can serve pods, for /readyz: every check must pass (etcd answers, a pool exists, the CNI
-// socket accepts). Checks run at once, each under a deadline, and every failing reason is reported.
+// Whether coild can serve pods, for /readyz: every check must pass (etcd answers without an alarm, a pool
+// exists, the CNI socket accepts). Checks run at once, each under a deadline, and every failing reason is
+// reported.
+
+import type { EtcdHealth } from "./etcd_health.ts";
 
 /** The outcome of one check; `reason` says why not, in a line. */
 export interface CheckResult {
@@ -39,6 +42,14 @@ async function withDeadline(check: ReadinessCheck, deadlineMs: number): Promise<
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** etcd's health as a check: etcd must answer and have no alarm raised (under NOSPACE every ADD fails). */
+export function etcdServes(health: () => Promise<EtcdHealth>): ReadinessCheck {
+  return async () => {
+    const h = await health();
+    return h.ok && h.alarm ? { ok: false, reason: h.alarm } : h;
+  };
 }
 
 /**

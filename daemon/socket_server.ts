@@ -2,6 +2,8 @@
 // created mode 0600 inside a private directory and then linked into place, so that no other user can
 // connect even in the instant between bind and chmod. The path is coild's only while coild holds it: a
 // socket another process still answers on is never replaced, and close() removes only its own socket.
+// Its directory must be one no other user can write, nor swap through an ancestor: whoever could create
+// a file there could put their own socket at the path before coild (or after a crash) and answer ADDs.
 
 import type { ApiReply } from "../cni/api.ts";
 
@@ -29,8 +31,10 @@ export class SocketPathError extends Error {
 
 /**
  * Checks, before coild changes anything, that it may serve on `path`: its directory exists (it is
- * created if missing) and `path` is free or a stale socket nobody listens on (left by a crash).
- * @throws {SocketPathError} naming the path and the reason.
+ * created, mode 0755, if missing), belongs to root or coild's user and is writable by its owner alone;
+ * every directory above it (symbolic links followed) belongs to root or coild's user and, when others
+ * may write it, is root's and sticky (as /tmp); `path` is free or a stale socket nobody listens on.
+ * @throws {SocketPathError} naming the path and the reason (a directory: its mode and owner).
  */
 export async function checkSocketPath(path: string): Promise<void> {
   await inspectSocketPath(path);
@@ -64,8 +68,12 @@ export async function serveSocket(path: string, handle: RequestHandler): Promise
 /** "free" or "stale" (a socket nobody listens on); anything else throws. */
 async function inspectSocketPath(path: string): Promise<"free" | "stale"> {
   const dir = parentDir(path);
+  const missing = await checkDirectories(path, dir);
   try {
-    await Deno.mkdir(dir, { recursive: true });
+    for (const created of missing) {
+      await Deno.mkdir(created);
+      await Deno.chmod(created, 0o755);
+    }
   } catch (err) {
     throw new SocketPathError(path, `cannot create its directory "${dir}": ${errorText(err)}`, {
       cause: err,
@@ -89,6 +97,70 @@ async function inspectSocketPath(path: string): Promise<"free" | "stale"> {
     });
   }
   throw new SocketPathError(path, "another coild serves it (a connection to it was accepted)");
+}
+
+/**
+ * Checks each existing directory from / down to `dir` (and, for a symbolic link, the directories of its
+ * target); returns the missing ones, top first. Nothing is changed.
+ */
+async function checkDirectories(path: string, dir: string): Promise<string[]> {
+  const lexical = prefixes(dir.startsWith("/") ? dir : `${Deno.cwd()}/${dir}`);
+  const checked = new Set<string>();
+  for (const [i, prefix] of lexical.entries()) {
+    let real: string;
+    try {
+      real = await Deno.realPath(prefix);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return lexical.slice(i);
+      throw new SocketPathError(path, `cannot inspect directory "${prefix}": ${errorText(err)}`, {
+        cause: err,
+      });
+    }
+    for (const ancestor of prefixes(real)) {
+      const own = i === lexical.length - 1 && ancestor === real;
+      if (checked.has(`${own} ${ancestor}`)) continue;
+      checked.add(`${own} ${ancestor}`);
+      const info = await Deno.stat(ancestor);
+      if (!info.isDirectory) {
+        throw new SocketPathError(
+          path,
+          `cannot create its directory "${dir}": "${ancestor}" is not a directory`,
+        );
+      }
+      const reason = directoryFlaw(info, own);
+      if (reason) throw new SocketPathError(path, `directory "${ancestor}" ${reason}`);
+    }
+  }
+  return [];
+}
+
+/**
+ * Why another user could replace what `info` (a directory) holds, or undefined. `own`: the socket's
+ * directory, which its owner alone may write; above it, others may write a sticky directory of root's.
+ */
+function directoryFlaw(info: Deno.FileInfo, own: boolean): string | undefined {
+  const mode = info.mode! & 0o7777;
+  const uid = info.uid!;
+  const what = `(mode ${mode.toString(8).padStart(4, "0")}, owner uid ${uid})`;
+  if (uid !== 0 && uid !== Deno.uid()) {
+    return `${what} belongs to another user, who could put a socket of their own in coild's place`;
+  }
+  if ((mode & 0o022) === 0) return undefined;
+  if (own) {
+    return `${what} is writable by others than its owner, who could put a socket of their own in ` +
+      "coild's place: use a directory only its owner can write, e.g. /run";
+  }
+  if ((mode & 0o1000) === 0 || uid !== 0) {
+    return `${what} is writable by others than its owner and not a sticky directory of root's (as /tmp), ` +
+      "so others could replace the directories below it";
+  }
+  return undefined;
+}
+
+/** "/", "/a", "/a/b" for "/a/b". */
+function prefixes(dir: string): string[] {
+  const names = dir.split("/").filter((name) => name !== "");
+  return ["/", ...names.map((_, i) => `/${names.slice(0, i + 1).join("/")}`)];
 }
 
 /** Binds in a private directory, then links the socket to `path`; returns the listener and its file. */
@@ -131,7 +203,8 @@ async function removeIfSame(path: string, placed: Deno.FileInfo): Promise<void> 
 }
 
 function parentDir(path: string): string {
-  return path.slice(0, path.lastIndexOf("/")) || "/";
+  const slash = path.lastIndexOf("/");
+  return slash < 0 ? "." : path.slice(0, slash) || "/";
 }
 
 function fileType(info: Deno.FileInfo): string {

@@ -11,6 +11,7 @@ import type { IpamStore } from "./ipam_store.ts";
 import type { StoredAddress } from "./etcd_values.ts";
 import { IpamError } from "./errors.ts";
 import { blockPrefix, type Pool } from "./pool.ts";
+import type { BlockRecord } from "./records.ts";
 
 /** Pools with at most this many blocks (per family) are listed and picked from uniformly. */
 export const LIST_LIMIT = 65536n;
@@ -130,6 +131,14 @@ export function probeStart(space: BlockSpace, random: () => number): bigint {
 }
 
 /**
+ * Whether `owner` is the very record this claim wrote (same node, pool and claim time): the node's
+ * BlockKeeper runs one claim per pool and family at a time, so no other claim of its writes that record.
+ */
+function isOurRecord(owner: BlockRecord | undefined, record: BlockRecord): boolean {
+  return owner?.node === record.node && owner.pool === record.pool && owner.claimedAt === record.claimedAt;
+}
+
+/**
  * Claims a free block of `family` in the pool for `ctx.node` with one txn per attempt; a lost race
  * (the else branch names the winner) counts a retry and picks again. The candidate extends one of the
  * node's runs when it can (extendingBlock()), else starts a new one at random: a probe (probeStart())
@@ -187,6 +196,13 @@ export async function claimBlock(
     const outcome = await ctx.store.claimBlock(pool.name, cidr, record);
     if (outcome.claimed) {
       return { pool: pool.name, cidr, revision: outcome.revision, addresses: outcome.addresses };
+    }
+    if (isOurRecord(outcome.owner, record)) {
+      // The client re-sent the txn after a failure, and the first copy had committed: the block is ours.
+      const read = await ctx.store.readBlock(pool.name, cidr);
+      if (read.block && isOurRecord(read.block.record, record)) {
+        return { pool: pool.name, cidr, revision: read.block.revision, addresses: read.addresses };
+      }
     }
     lost.add(index);
     ctx.onRetry();

@@ -6,6 +6,7 @@
 import { isEmpty } from "./block_allocator.ts";
 import { blockSpace, claimBlock, type ClaimContext, indexOfBlock, LIST_LIMIT } from "./block_claim.ts";
 import { type Cidr, type Family, formatCidr } from "./cidr.ts";
+import { isIpamError } from "./errors.ts";
 import type { IpamStore } from "./ipam_store.ts";
 import { addClaimedBlock, applyBlockState, dropBlock, type NodeState } from "./node_state.ts";
 import { canRelease, needsSpare, type OwnedBlockState, releasable } from "./owned_blocks.ts";
@@ -44,16 +45,19 @@ export class BlockKeeper {
 
   /**
    * Claims a block of the pool+family; concurrent callers share one claim. A request that finds a spare
-   * claim in flight waits for it, and claims for itself if the spare claim failed (it may take the last
-   * free block, which a spare may not).
+   * claim in flight waits for it, and claims for itself if the spare claim failed otherwise than with
+   * etcd unavailable (it may take the last free block, which a spare may not).
    * @throws {IpamError} "exhausted", "conflict" or "unavailable", as claimBlock().
    */
   claim(pool: Pool, family: Family, options: { spare?: boolean } = {}): Promise<OwnedBlockState> {
     const group = `${pool.name}|${family}`;
     const pending = this.#claims.get(group);
     if (pending) {
+      // etcd that did not answer the spare claim will not answer a second one: one deadline, not two.
       return pending.spare && !options.spare
-        ? pending.promise.catch(() => this.claim(pool, family))
+        ? pending.promise.catch((err) =>
+          isIpamError(err, "unavailable") ? Promise.reject(err) : this.claim(pool, family)
+        )
         : pending.promise;
     }
     const spare = options.spare ?? false;

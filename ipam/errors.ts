@@ -8,7 +8,8 @@ export type IpamErrorKind =
   | "no-pool" // no pool serves the pod's namespace and there is no `default` pool
   | "exhausted" // the pool has no free address and no free block
   | "conflict" // the change clashes with the current state (overlap, in use, lost ownership)
-  | "unavailable"; // etcd cannot be reached or did not answer in time
+  | "unavailable" // etcd cannot be reached or did not answer in time
+  | "no-space"; // etcd refused the write for lack of space (NOSPACE alarm); nothing was written
 
 export class IpamError extends Error {
   readonly kind: IpamErrorKind;

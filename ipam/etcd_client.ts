@@ -1,8 +1,12 @@
 // Connecting to etcd: endpoints, TLS and user/password as in Coil v1's --etcd-* flags. A failed call is
 // tried once on each other endpoint, with no delay; then it surfaces as IpamError "unavailable" (CNI 11).
+// A write refused for lack of space (NOSPACE) is not retried, and is "no-space" when nothing was written.
 
-import { Etcd3, type IOptions, isRecoverableError } from "etcd3";
+import type { IDefaultPolicyContext, IPolicy, RetryPolicy } from "cockatiel";
+import { type CallContext, Etcd3, type IOptions, isRecoverableError } from "etcd3";
+import { isNoSpace, NO_SPACE_MESSAGE } from "./etcd_alarms.ts";
 import { IpamError } from "./errors.ts";
+import { renewTokenAfterConnectionLoss } from "./etcd_token_renewal.ts";
 
 /** How to reach etcd. Paths name PEM files. */
 export interface EtcdOptions {
@@ -14,6 +18,8 @@ export interface EtcdOptions {
   tlsKey?: string;
   username?: string;
   password?: string;
+  /** A file holding the password (read at connect; a trailing line break is not part of it). */
+  passwordFile?: string;
   /** Deadline of each call, in ms. */
   callTimeoutMs?: number;
   /** Hears every call attempt: its duration in seconds and whether it succeeded (metrics). */
@@ -28,13 +34,15 @@ export const DEFAULT_ETCD_ENDPOINTS = ["http://127.0.0.1:2379"];
  * The library's per-host circuit breaker is replaced by no policy at all: its 5 s open window would turn
  * a one-off hiccup into 5 s of refused ADDs. A call that fails with a recoverable error (unavailable,
  * deadline) is tried on each other endpoint at once, which is the failover a cluster is for; the
- * library's pool walks its shuffled hosts across those attempts (connection-pool.js exec()).
- * @throws {IpamError} kind "invalid" when a TLS file cannot be read.
+ * library's pool walks its shuffled hosts across those attempts (connection-pool.js exec()); but a write
+ * that ran to its deadline is not sent again (refuseResendAfterTimeout).
+ * @throws {IpamError} kind "invalid" when a TLS file or the password file cannot be read.
  */
 export async function connectEtcd(options: EtcdOptions): Promise<Etcd3> {
   const { ConstantBackoff, handleWhen, noop, retry } = await import("cockatiel");
   const timeout = options.callTimeoutMs ?? 5000;
-  const failover = retry(handleWhen(isRecoverableError), {
+  // NOSPACE is the cluster's state, not the member's: another endpoint would refuse the same way.
+  const failover = retry(handleWhen((err) => isRecoverableError(err) && !isNoSpace(err)), {
     maxAttempts: options.endpoints.length - 1,
     backoff: new ConstantBackoff(0),
   });
@@ -48,8 +56,12 @@ export async function connectEtcd(options: EtcdOptions): Promise<Etcd3> {
     dialTimeout: timeout,
     // Streams (watches, lease keep-alives) live for the process: a deadline would end them every
     // `timeout` ms and make the library re-open them, in a loop.
-    defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + timeout }),
-    faultHandling: { host: () => noop, global: failover },
+    defaultCallOptions: (call) => {
+      if (call.isStream) return {};
+      refuseResendAfterTimeout(call, timeout);
+      return { deadline: Date.now() + timeout };
+    },
+    faultHandling: { host: () => noop, global: markingRefusals(failover) },
   };
   if (
     options.tlsCa || options.tlsCert || options.tlsKey ||
@@ -63,11 +75,15 @@ export async function connectEtcd(options: EtcdOptions): Promise<Etcd3> {
       certChain: options.tlsCert ? await readPem(options.tlsCert, "--etcd-tls-cert") : undefined,
       privateKey: options.tlsKey ? await readPem(options.tlsKey, "--etcd-tls-key") : undefined,
     };
+    await checkPems(options, config.credentials);
   }
   if (options.username) {
-    config.auth = { username: options.username, password: options.password ?? "" };
+    const password = options.passwordFile ? await readPassword(options.passwordFile) : options.password;
+    config.auth = { username: options.username, password: password ?? "" };
   }
-  return new Etcd3(config);
+  const client = new Etcd3(config);
+  if (config.auth) renewTokenAfterConnectionLoss(client, failover);
+  return client;
 }
 
 let ipServerNamesAllowed = false;
@@ -108,6 +124,87 @@ async function readPem(path: string | undefined, flag: string) {
 }
 
 /**
+ * Checks that the CA and the certificate parse and that the key is a private key of the certificate:
+ * Deno's node:tls takes any bytes, so grpc-js would only report "Last error: null" on every call. The
+ * parsers' messages name the problem ("unsupported PEM label: CERTIFICATE"), never the file's content.
+ */
+async function checkPems(options: EtcdOptions, pems: NonNullable<IOptions["credentials"]>): Promise<void> {
+  const { createPrivateKey, X509Certificate } = await import("node:crypto");
+  const parse = <T>(flag: string, path: string | undefined, what: string, fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      throw new IpamError("invalid", `${flag} "${path}" is not a PEM ${what}: ${(err as Error).message}`);
+    }
+  };
+  parse("--etcd-tls-ca", options.tlsCa, "certificate", () => new X509Certificate(pems.rootCertificate));
+  if (!pems.certChain || !pems.privateKey) return;
+  const cert = parse(
+    "--etcd-tls-cert",
+    options.tlsCert,
+    "certificate",
+    () => new X509Certificate(pems.certChain!),
+  );
+  const key = parse(
+    "--etcd-tls-key",
+    options.tlsKey,
+    "private key",
+    () => createPrivateKey(pems.privateKey!),
+  );
+  if (!cert.checkPrivateKey(key)) {
+    throw new IpamError(
+      "invalid",
+      `--etcd-tls-key "${options.tlsKey}" is not the private key of --etcd-tls-cert "${options.tlsCert}"`,
+    );
+  }
+}
+
+/** The password in `path`, without one trailing line break; the message never quotes the file. */
+async function readPassword(path: string): Promise<string> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    throw new IpamError("invalid", `Cannot read --etcd-password-file "${path}": ${(err as Error).message}`);
+  }
+  const password = text.replace(/\r?\n$/, "");
+  if (password === "") throw new IpamError("invalid", `--etcd-password-file "${path}" is empty`);
+  return password;
+}
+
+/** When the last attempt of each write request started (the library re-sends the same request object). */
+const writeAttempts = new WeakMap<object, number>();
+
+/**
+ * Throws instead of letting the failover re-send a write whose previous attempt ran to its deadline: the
+ * member it went to may hold it unanswered (stalled, paused, cut off) and commit it later, after the copy
+ * sent elsewhere and whatever followed that (a DEL): the write would come back from the dead. The caller
+ * then sees etcd as unavailable and settles its write (in_doubt_writes.ts). A write whose attempt
+ * failed sooner (connection refused by a dead member) is re-sent as before.
+ */
+function refuseResendAfterTimeout(call: CallContext, timeoutMs: number): void {
+  const writes = call.service === "KV" && (
+    call.method === "put" || call.method === "deleteRange" ||
+    (call.method === "txn" &&
+      [...(call.params.success ?? []), ...(call.params.failure ?? [])].some((op) => !op.request_range))
+  );
+  if (!writes) return;
+  const now = Date.now();
+  const last = writeAttempts.get(call.params);
+  if (last !== undefined && now - last >= timeoutMs) {
+    throw new WriteNotResentError(
+      `a write got no answer within ${timeoutMs} ms and may yet commit, so it is not sent to another member`,
+    );
+  }
+  writeAttempts.set(call.params, now);
+}
+
+/** A write the failover did not re-send (refuseResendAfterTimeout); not recoverable, so not retried. */
+class WriteNotResentError extends Error {
+  override name = "WriteNotResentError";
+}
+
+/**
  * Waits until etcd answers a read of `probeKey`, polling every 200 ms. The key should lie under Coil's
  * prefix: an etcd user may be granted that prefix only, as Coil v1's deployments did.
  * @throws {IpamError} kind "unavailable" after `timeoutMs`.
@@ -129,12 +226,53 @@ export async function waitForEtcd(client: Etcd3, probeKey: string, timeoutMs: nu
 
 /**
  * Wraps an etcd client failure as IpamError "unavailable", with the cause in a few words (the original
- * error stays as `cause`); passes IpamErrors through.
+ * error stays as `cause`); passes IpamErrors through. A write etcd refused for lack of space is "no-space"
+ * when that refusal was the call's only failure, so nothing was written; after an earlier attempt that
+ * failed otherwise (which may still commit) it stays "unavailable", with the same message.
  */
 export function unavailable(err: unknown): IpamError {
   if (err instanceof IpamError) return err;
+  if (isNoSpace(err)) {
+    return refusedWholly.has(err as Error)
+      ? new IpamError("no-space", NO_SPACE_MESSAGE, { cause: err })
+      : new IpamError("unavailable", `${NO_SPACE_MESSAGE}; an earlier attempt may yet commit`, {
+        cause: err,
+      });
+  }
   const cause = err instanceof Error ? err.message : String(err);
   return new IpamError("unavailable", `etcd is unreachable: ${conciseCause(cause)}`, { cause: err });
+}
+
+/** NOSPACE errors of calls whose every attempt etcd refused: those calls changed nothing. */
+const refusedWholly = new WeakSet<Error>();
+
+/**
+ * `failover` as the client's global policy, noting the calls whose every attempt was refused with
+ * NOSPACE (refusedWholly). A refusal is certain (etcd checks the quota before it proposes, and refuses
+ * again when it applies); a timed-out attempt before it is not.
+ */
+function markingRefusals(failover: RetryPolicy): IPolicy<IDefaultPolicyContext> {
+  return {
+    _altReturn: undefined as never,
+    onSuccess: failover.onSuccess,
+    onFailure: failover.onFailure,
+    async execute<T>(fn: (context: IDefaultPolicyContext) => PromiseLike<T> | T, signal?: AbortSignal) {
+      let doubtful = false;
+      try {
+        return await failover.execute(async (context) => {
+          try {
+            return await fn(context);
+          } catch (err) {
+            if (!isNoSpace(err)) doubtful = true;
+            throw err;
+          }
+        }, signal);
+      } catch (err) {
+        if (!doubtful && isNoSpace(err)) refusedWholly.add(err as Error);
+        throw err;
+      }
+    },
+  };
 }
 
 /**
@@ -149,7 +287,10 @@ export function conciseCause(message: string): string {
   let cause: string;
   const last = /Last error: (?:Error: )?(.*?)\.?\s*(?:Resolution note:.*)?$/s.exec(message);
   const deadline = /^\d+ DEADLINE_EXCEEDED: Deadline exceeded after ([^,\s]+)/.exec(message);
-  if (last && last[1] !== "") cause = last[1];
+  // grpc-js says "Last error: null" when a connection failed without an error (a refused one on etcd's
+  // restart, a TLS handshake Deno ended): "null" would tell the operator nothing.
+  if (last && last[1] === "null") cause = "no connection established";
+  else if (last && last[1] !== "") cause = last[1];
   else if (deadline) cause = `deadline exceeded after ${deadline[1]}`;
   else cause = message.replace(/^\d+ [A-Z_]+: /, "").replace(/\s*Resolution note:.*$/s, "").trim();
   cause = cause.replace(/\s*\(\d{4}-\d\d-\d\dT[\d:.]+Z\)$/, "");

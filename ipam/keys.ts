@@ -31,6 +31,8 @@ export function keysFor(prefix: string) {
     /** The node was alive recently: NodeRecord JSON on a long lease that outlives coild's stops. */
     nodeFence: (name: string) => `${prefix}node-fences/${name}`,
     nodeFences: () => `${prefix}node-fences/`,
+    /** The data model's version: {"version": N} (ipam/schema.ts); absent in data of version 1. */
+    schema: () => `${prefix}schema`,
   };
 }
 

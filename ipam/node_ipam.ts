@@ -14,13 +14,15 @@ import { BlockKeeper } from "./block_keeper.ts";
 import { type Cidr, contains, type Family, offsetOf } from "./cidr.ts";
 import { IpamError, isIpamError } from "./errors.ts";
 import { InDoubtWrites } from "./in_doubt_writes.ts";
-import type { IpamStore } from "./ipam_store.ts";
+import type { BlockState, StoredAddress } from "./etcd_values.ts";
+import type { IpamStore, NewAddress } from "./ipam_store.ts";
 import { blockId } from "./keys.ts";
 import type { BlockRef } from "./node_block_index.ts";
 import { applyBlockState, dropBlock, newNodeState, type NodeState } from "./node_state.ts";
 import { type OwnedBlockState, type Reservation, reserveAddress, undoReservations } from "./owned_blocks.ts";
 import type { Pool } from "./pool.ts";
 import { PoolCache } from "./pool_cache.ts";
+import type { AddressRecord } from "./records.ts";
 
 export type { AllocatedAddress, Allocation, AllocationRequest, OwnedBlock } from "./allocation.ts";
 
@@ -84,12 +86,15 @@ export interface NodeIpam {
   claimRetries(): number;
   /** Resolves when no block claim (e.g. the background spare) is in flight. */
   settled(): Promise<void>;
+  /** Whether a write is in doubt (it timed out): the next allocate() or release() settles it first. */
+  writesInDoubt(): boolean;
   /** Stops background work and the pool watch; does not close the etcd client. Idempotent. */
   close(): Promise<void>;
 }
 
 /** Address writes re-run at most this often after a failed compare. */
 const MAX_WRITE_ATTEMPTS = 5;
+
 /** Claims one request may wait for while concurrent requests use up every new block. */
 const MAX_RESERVE_ROUNDS = 1024;
 
@@ -119,6 +124,8 @@ class LocalIpam implements NodeIpam {
   #keeper: BlockKeeper;
   #allocating = new Map<string, Promise<Allocation>>();
   #releasing = new Map<string, Promise<Allocation | undefined>>();
+  /** One set per refreshBlocks() in flight: the attachments released while its reads run. */
+  #releasedDuringRefresh = new Set<Set<string>>();
   #inDoubt: InDoubtWrites;
 
   constructor(store: IpamStore, pools: PoolCache, options: NodeIpamOptions) {
@@ -128,7 +135,7 @@ class LocalIpam implements NodeIpam {
     const busy = (key: string) => this.#allocating.has(key) || this.#releasing.has(key);
     this.#state = newNodeState(options.node, options.log ?? (() => {}), busy);
     this.#inDoubt = new InDoubtWrites(store, this.#state);
-    this.#keeper = new BlockKeeper(this.#state, store, pools, {
+    this.#keeper = new BlockKeeper(this.#state, this.#inDoubt.watchingClaims(store), pools, {
       random: options.random ?? Math.random,
       now: this.#now,
     });
@@ -159,7 +166,7 @@ class LocalIpam implements NodeIpam {
       await this.#store.updateNodeIndex(node, { add, remove: stale, bad: index.bad.map((b) => b.key) });
     } catch (err) {
       // The blocks are loaded; an index left as it was is only rebuilt or cleaned at the next start.
-      if (!isIpamError(err, "unavailable")) throw err;
+      if (!isIpamError(err, "unavailable") && !isIpamError(err, "no-space")) throw err;
       log({ event: "node index update failed", node, error: err.message });
     }
   }
@@ -193,26 +200,38 @@ class LocalIpam implements NodeIpam {
       const addresses = reservations.map((r) => ({ block: r.block.cidr, ip: r.ip, record }));
       const outcome = await this.#store.putAddresses(guards, addresses).catch((err) => {
         // A write that timed out may still commit: its addresses stay reserved until a read tells.
+        // One refused for lack of space ("no-space") wrote nothing, and settling it would need a write.
         if (isIpamError(err, "unavailable")) this.#inDoubt.add(reservations);
         else undoReservations(reservations);
         throw err;
       });
-      if (outcome.ok) {
+      // The etcd client re-sends a write whose attempt failed fast to the next member (etcd_client.ts).
+      // When that attempt committed after all (its member died once it had proposed), the re-send's
+      // compare fails on our own keys: keys holding this very record, createdAt included, are that commit.
+      const states = outcome.ok ? [] : outcome.states;
+      const revisions = outcome.ok
+        ? reservations.map(() => outcome.revision)
+        : committedEarlier(states, addresses, this.#state.node);
+      if (revisions) {
         const allocation: Allocation = {
           ...meta,
           addresses: reservations.map((r) => ({ family: r.ip.family, address: r.ip, block: r.block.cidr })),
         };
-        const stored = reservations.map((r) => ({
+        const stored = reservations.map((r, i) => ({
           key: this.#store.keys.address(r.block.cidr, r.ip),
-          revision: outcome.revision,
+          revision: revisions[i],
         }));
         this.#state.attachments.set(key, { allocation, stored });
+        if (!outcome.ok) {
+          for (const read of states) applyBlockState(this.#state, read);
+          this.#state.log({ event: "address write found committed", pool: pool.name, containerId, attempt });
+        }
         for (const family of families) this.#keeper.ensureSpare(pool, family);
         return allocation;
       }
       // Undo before applying the reads, which mark the addresses found in etcd used again.
       undoReservations(reservations);
-      for (const read of outcome.states) applyBlockState(this.#state, read);
+      for (const read of states) applyBlockState(this.#state, read);
       if (attempt >= MAX_WRITE_ATTEMPTS) {
         throw new IpamError(
           "conflict",
@@ -273,6 +292,7 @@ class LocalIpam implements NodeIpam {
     if (!entry) return undefined;
     const left = new Set(await this.#store.releaseAddresses(entry.stored));
     this.#state.attachments.delete(key);
+    for (const released of this.#releasedDuringRefresh) released.add(key);
     const emptied: OwnedBlockState[] = [];
     for (const { address, block: cidr } of entry.allocation.addresses) {
       const addressKey = this.#store.keys.address(cidr, address);
@@ -318,16 +338,25 @@ class LocalIpam implements NodeIpam {
 
   async refreshBlocks(): Promise<Cidr[]> {
     const blocks = [...this.#state.blocks.values()];
-    const reads = await Promise.allSettled(blocks.map((b) => this.#store.readBlock(b.pool, b.cidr)));
+    // A read taken before a release that ends while the reads run must not bring that attachment back:
+    // its pod's next ADD would get the address from memory, with no key in etcd.
+    const released = new Set<string>();
+    this.#releasedDuringRefresh.add(released);
+    const reads = await Promise.allSettled(blocks.map((b) => this.#store.readBlock(b.pool, b.cidr)))
+      .finally(() => this.#releasedDuringRefresh.delete(released));
+    const current = (a: StoredAddress) =>
+      !a.record || !released.has(attachmentKey(a.record.network, a.record.containerId, a.record.ifName));
     const lost: Cidr[] = [];
     for (const [i, read] of reads.entries()) {
       if (read.status === "rejected") continue;
+      // A block this node released meanwhile, or is releasing, is not lost: its own release decides.
+      if (blocks[i].releasing || this.#state.blocks.get(blockId(blocks[i].cidr)) !== blocks[i]) continue;
       const owner = read.value.block?.record.node;
       if (owner !== this.#state.node) {
         dropBlock(this.#state, blocks[i], "block lost", { owner });
         lost.push(blocks[i].cidr);
       } else {
-        applyBlockState(this.#state, read.value);
+        applyBlockState(this.#state, { ...read.value, addresses: read.value.addresses.filter(current) });
       }
     }
     const failed = reads.find((r) => r.status === "rejected");
@@ -364,8 +393,34 @@ class LocalIpam implements NodeIpam {
     return this.#keeper.settled();
   }
 
+  writesInDoubt(): boolean {
+    return this.#inDoubt.blocking;
+  }
+
   async close(): Promise<void> {
     await this.#pools.close();
     await this.#keeper.close();
   }
+}
+
+/**
+ * The ModRevisions of `addresses` when the reads show each one in a block still ours, holding exactly
+ * the record written; else undefined (the write did not commit).
+ */
+function committedEarlier(states: BlockState[], addresses: NewAddress[], node: string): string[] | undefined {
+  const revisions: string[] = [];
+  for (const wanted of addresses) {
+    const state = states.find((s) => s.block?.record.node === node && contains(s.cidr, wanted.ip));
+    const found = state?.addresses.find((a) =>
+      a.ip?.family === wanted.ip.family && a.ip.value === wanted.ip.value
+    );
+    if (!found?.record || !sameRecord(found.record, wanted.record)) return undefined;
+    revisions.push(found.revision);
+  }
+  return revisions;
+}
+
+function sameRecord(a: AddressRecord, b: AddressRecord): boolean {
+  const fields = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof AddressRecord>;
+  return [...fields].every((f) => a[f] === b[f]);
 }

@@ -19,14 +19,15 @@ export interface EtcdFlagValues {
   etcdTlsKey?: string;
   etcdUsername?: string;
   etcdPassword?: string;
+  etcdPasswordFile?: string;
   etcdTimeout: number;
 }
 
 /**
  * Adds the etcd flags to `command`, with defaults and COIL_ETCD_* environment fallbacks (a flag wins
  * over its variable): --etcd-endpoints, --etcd-prefix, --etcd-tls-ca, --etcd-tls-cert, --etcd-tls-key,
- * --etcd-username, --etcd-password, --etcd-timeout. Malformed values make commander report a usage
- * error (InvalidArgumentError) while parsing.
+ * --etcd-username, --etcd-password, --etcd-password-file, --etcd-timeout. Malformed values make
+ * commander report a usage error (InvalidArgumentError) while parsing.
  * @returns `command`, for chaining.
  */
 export function addEtcdOptions(command: Command): Command {
@@ -56,8 +57,15 @@ export function addEtcdOptions(command: Command): Command {
     .addOption(
       flag(
         "--etcd-password <password>",
-        "etcd password (prefer the variable: flags show in ps)",
+        "etcd password (prefer --etcd-password-file: flags show in ps)",
         "COIL_ETCD_PASSWORD",
+      ),
+    )
+    .addOption(
+      flag(
+        "--etcd-password-file <file>",
+        "file holding the etcd password (a trailing line break is ignored)",
+        "COIL_ETCD_PASSWORD_FILE",
       ),
     )
     .addOption(
@@ -69,8 +77,8 @@ export function addEtcdOptions(command: Command): Command {
 
 /**
  * Turns the parsed flag values (`command.opts()`) into EtcdOptions.
- * @throws {InvalidArgumentError} when a TLS certificate and key are not given together, or a
- * password without a user: usage errors.
+ * @throws {InvalidArgumentError} when an endpoint holds credentials, a TLS certificate and key are not
+ * given together, a password comes without a user, or both a password and a password file: usage errors.
  */
 export function etcdOptionsFrom(values: EtcdFlagValues): EtcdOptions {
   if (Boolean(values.etcdTlsCert) !== Boolean(values.etcdTlsKey)) {
@@ -79,8 +87,22 @@ export function etcdOptionsFrom(values: EtcdFlagValues): EtcdOptions {
   if ((values.etcdTlsCert || values.etcdTlsKey) && !values.etcdTlsCa) {
     throw new InvalidArgumentError("--etcd-tls-cert needs --etcd-tls-ca");
   }
-  if (values.etcdPassword && !values.etcdUsername) {
-    throw new InvalidArgumentError("--etcd-password needs --etcd-username");
+  // Coil logs and prints its endpoints: credentials in one would be shown, so they are refused, unseen.
+  for (const endpoint of values.etcdEndpoints) {
+    if (withoutUserinfo(endpoint) !== endpoint) {
+      throw new InvalidArgumentError(
+        `--etcd-endpoints "${withoutUserinfo(endpoint)}" must not hold a user or password: use ` +
+          "--etcd-username and --etcd-password-file",
+      );
+    }
+  }
+  if (values.etcdPassword && values.etcdPasswordFile) {
+    throw new InvalidArgumentError("Give --etcd-password or --etcd-password-file, not both");
+  }
+  if ((values.etcdPassword || values.etcdPasswordFile) && !values.etcdUsername) {
+    throw new InvalidArgumentError(
+      `${values.etcdPassword ? "--etcd-password" : "--etcd-password-file"} needs --etcd-username`,
+    );
   }
   return {
     endpoints: [...values.etcdEndpoints],
@@ -90,6 +112,7 @@ export function etcdOptionsFrom(values: EtcdFlagValues): EtcdOptions {
     tlsKey: values.etcdTlsKey || undefined,
     username: values.etcdUsername || undefined,
     password: values.etcdPassword || undefined,
+    passwordFile: values.etcdPasswordFile || undefined,
     callTimeoutMs: values.etcdTimeout,
   };
 }
@@ -100,6 +123,8 @@ function parseEndpoints(text: string): string[] {
     throw new InvalidArgumentError("Give at least one URL, e.g. http://127.0.0.1:2379");
   }
   for (const endpoint of endpoints) {
+    // Left to etcdOptionsFrom(): commander quotes a value its parser rejects, password included.
+    if (withoutUserinfo(endpoint) !== endpoint) continue;
     let url: URL | undefined;
     try {
       url = new URL(endpoint);
@@ -111,6 +136,14 @@ function parseEndpoints(text: string): string[] {
     }
   }
   return endpoints;
+}
+
+/**
+ * `text` with everything from after its scheme (if any) to its last `@` replaced by `…@`: a URL's
+ * `user:password@`, or what a malformed one holds, so that a message can quote it.
+ */
+function withoutUserinfo(text: string): string {
+  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*@/is, "$1…@");
 }
 
 function parsePrefix(text: string): string {

@@ -88,6 +88,7 @@ export function registerNodeCommands(program: Command): void {
     const removal = await withEtcd(
       flags,
       (client, options) => removeNode(client, options.prefix, name, { force: flags.force }),
+      { writes: "coil node remove" },
     );
     if (flags.json) {
       console.log(toJson({

@@ -50,7 +50,11 @@ export function registerPoolCommands(program: Command): void {
       ),
   ).action(async (name: string, cidrs: string[], flags: Flags) => {
     const definition = parsePool(name, { subnets: cidrs, blockSizeBits: flags.blockSizeBits });
-    await withEtcd(flags, (client, options) => new PoolStore(client, options.prefix).createPool(definition));
+    await withEtcd(
+      flags,
+      (client, options) => new PoolStore(client, options.prefix).createPool(definition),
+      { writes: "coil pool create" },
+    );
     console.log(`Created pool "${name}": ${describePool(definition)}`);
   });
 
@@ -64,6 +68,7 @@ export function registerPoolCommands(program: Command): void {
     const grown = await withEtcd(
       flags,
       (client, options) => new PoolStore(client, options.prefix).addSubnet(name, cidr),
+      { writes: "coil pool add-subnet" },
     );
     console.log(
       `Added ${formatCidr(grown.subnets[grown.subnets.length - 1])} to pool "${name}": ${
@@ -154,7 +159,11 @@ export function registerPoolCommands(program: Command): void {
       )
       .argument("<name>", "pool name"),
   ).action(async (name: string, flags: Flags) => {
-    await withEtcd(flags, (client, options) => new PoolStore(client, options.prefix).deletePool(name));
+    await withEtcd(
+      flags,
+      (client, options) => new PoolStore(client, options.prefix).deletePool(name),
+      { writes: "coil pool delete" },
+    );
     console.log(`Deleted pool "${name}"`);
   });
 }

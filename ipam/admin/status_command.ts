@@ -1,9 +1,13 @@
-// `coil status`: utilisation per pool and per node, from one consistent read of etcd.
+// `coil status`: utilisation per pool and per node, from one consistent read of etcd, and etcd's raised
+// alarms (NOSPACE: no address can be allocated until an operator frees space).
 
 import type { Command } from "commander";
 import { formatCidr } from "../cidr.ts";
+import { describeAlarms, type EtcdAlarm, listAlarms } from "../etcd_alarms.ts";
+import { conciseCause } from "../etcd_client.ts";
 import { addEtcdOptions, type EtcdFlagValues } from "./etcd_flags.ts";
 import { formatCount, percent, table, toJson } from "./format.ts";
+import { readSchemaStatus } from "./schema_status.ts";
 import { withEtcd } from "./session.ts";
 import { nodeTable } from "./node_commands.ts";
 import { readSnapshot } from "./snapshot.ts";
@@ -22,14 +26,20 @@ export function registerStatusCommand(program: Command): void {
       )
       .option(
         "--json",
-        "print JSON: {pools, nodes, strayAddresses} (counts that can exceed 2^53 are strings)",
+        "print JSON: {schemaVersion, pools, nodes, strayAddresses, etcdAlarms} (counts that can exceed 2^53 are strings)",
       ),
   ).action(async (flags: Flags) => {
-    const snapshot = await withEtcd(flags, (client, options) => readSnapshot(client, options.prefix));
+    const { schema, snapshot, alarms } = await withEtcd(flags, async (client, options) => ({
+      schema: await readSchemaStatus(client, options.prefix),
+      snapshot: await readSnapshot(client, options.prefix),
+      // The list may need more rights than Coil's prefix (an etcd user limited to it): say so, go on.
+      alarms: await listAlarms(client).catch((err: Error) => conciseCause(err.message)),
+    }));
     const pools = snapshot.pools.map((p) => poolUsage(p, snapshot.blocks));
     const nodes = nodeUsage(snapshot.blocks, snapshot.liveNodes, snapshot.recentNodes);
     if (flags.json) {
       console.log(toJson({
+        schemaVersion: schema.version,
         pools: pools.map((u) => ({
           name: u.pool.name,
           subnets: u.pool.subnets.map(formatCidr),
@@ -41,9 +51,13 @@ export function registerStatusCommand(program: Command): void {
         })),
         nodes,
         strayAddresses: snapshot.strayAddresses,
+        etcdAlarms: typeof alarms === "string" ? null : alarms,
       }));
       return;
     }
+    console.log(`${schema.line}\n`);
+    const alarmLine = alarmSummary(alarms);
+    if (alarmLine) console.log(`${alarmLine}\n`);
     if (pools.length === 0) {
       console.log("No pools; create one with: coil pool create default CIDR…");
     } else {
@@ -66,4 +80,11 @@ export function registerStatusCommand(program: Command): void {
       console.log(`Warning: ${snapshot.strayAddresses} address record(s) lie outside every claimed block`);
     }
   });
+}
+
+/** The line on etcd's alarms, or undefined when none is raised; `alarms` is the cause when unreadable. */
+function alarmSummary(alarms: EtcdAlarm[] | string): string | undefined {
+  if (typeof alarms === "string") return `Warning: cannot list etcd's alarms: ${alarms}`;
+  const text = describeAlarms(alarms);
+  return text && `Warning: ${text}`;
 }

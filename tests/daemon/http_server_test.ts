@@ -3,11 +3,13 @@
 
 import assert from "node:assert/strict";
 import { createEtcdHealth } from "../../daemon/etcd_health.ts";
-import { parseListenAddress, serveHttp } from "../../daemon/http_server.ts";
+import { isLoopback, parseListenAddress, serveHttp } from "../../daemon/http_server.ts";
 import { allOf, socketAccepts } from "../../daemon/readiness.ts";
 import { serveSocket } from "../../daemon/socket_server.ts";
 import { connectEtcd } from "../../ipam/etcd_client.ts";
 import { killEtcdForRestart, startEtcd } from "../helpers/etcd.ts";
+import { createNetns } from "../helpers/netns.ts";
+import { logEntries, startNode } from "./_lifecycle_fixture.ts";
 
 /** Polls `url` until it answers `status`; returns the body and how long it took. */
 async function statusBecomes(
@@ -151,5 +153,113 @@ Deno.test("/readyz follows etcd and the CNI socket for real", async (t) => {
     await server.close();
     client.close();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("isLoopback() knows the addresses only this host reaches", async (t) => {
+  const cases: [string, boolean][] = [
+    ["127.0.0.1:9384", true],
+    ["127.3.2.1:1", true],
+    ["[::1]:9384", true],
+    ["localhost:9384", true],
+    [":9384", false],
+    ["0.0.0.0:9384", false],
+    ["[::]:9384", false],
+    ["10.0.0.1:9384", false],
+    ["127.example.com:9384", false],
+  ];
+  for (const [text, loopback] of cases) {
+    await t.step(text, () => assert.equal(isLoopback(parseListenAddress(text)), loopback));
+  }
+});
+
+/** `curl` from inside `netns`: the HTTP status, or "refused" when nothing listens there. */
+async function curlIn(netns: string, url: string): Promise<string> {
+  const out = await new Deno.Command("ip", {
+    args: [
+      "netns",
+      "exec",
+      netns,
+      "curl",
+      "-s",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      "--max-time",
+      "5",
+      url,
+    ],
+  }).output();
+  // curl's exit 7: "Failed to connect to host".
+  return out.code === 7 ? "refused" : new TextDecoder().decode(out.stdout);
+}
+
+/** Listening TCP sockets on `port` in the netns, as "address:port" from /proc/net/tcp and tcp6 (hex). */
+async function listeners(netns: string, port: number): Promise<string[]> {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  const out = await new Deno.Command("ip", {
+    args: ["netns", "exec", netns, "cat", "/proc/net/tcp", "/proc/net/tcp6"],
+  })
+    .output();
+  return new TextDecoder().decode(out.stdout).split("\n").map((line) => line.trim().split(/\s+/))
+    // Columns: sl, local_address, rem_address, st (0A: LISTEN).
+    .filter((cols) => cols[3] === "0A" && cols[1]?.endsWith(`:${hexPort}`)).map((cols) => cols[1]);
+}
+
+Deno.test("coild serves metrics on loopback unless told otherwise, and warns when told", async (t) => {
+  await using etcd = await startEtcd();
+  const client = await connectEtcd({ endpoints: [etcd.endpoint], prefix: "/", callTimeoutMs: 5000 });
+  // A neighbour on a veth: the node netns gets an address that is not loopback, as a node's uplink.
+  await using neighbour = await createNetns();
+  const suffix = crypto.randomUUID().slice(0, 6);
+  try {
+    await using node = await startNode({
+      etcd,
+      client,
+      setup: async (ns) => {
+        await ns.exec([
+          "ip",
+          "link",
+          "add",
+          `mtn${suffix}`,
+          "type",
+          "veth",
+          "peer",
+          "name",
+          `mtp${suffix}`,
+          "netns",
+          neighbour.name,
+        ]);
+        await ns.exec(["ip", "addr", "add", "10.254.93.1/30", "dev", `mtn${suffix}`]);
+        await ns.exec(["ip", "link", "set", `mtn${suffix}`, "up"]);
+        await neighbour.exec(["ip", "addr", "add", "10.254.93.2/30", "dev", `mtp${suffix}`]);
+        await neighbour.exec(["ip", "link", "set", `mtp${suffix}`, "up"]);
+      },
+    });
+    await t.step("by default: 127.0.0.1:9384 only, with no warning", async () => {
+      // 0100007F:24A8 is 127.0.0.1:9384 as the kernel prints it (little-endian address, hex port).
+      assert.deepEqual(await listeners(node.ns.name, 9384), ["0100007F:24A8"]);
+      assert.equal(await curlIn(node.ns.name, "http://127.0.0.1:9384/healthz"), "200");
+      assert.equal(await curlIn(node.ns.name, "http://10.254.93.1:9384/healthz"), "refused");
+      assert.equal(await curlIn(neighbour.name, "http://10.254.93.1:9384/metrics"), "refused");
+      assert.deepEqual(logEntries(node.coild).filter((e) => /loopback/.test(String(e.msg))), []);
+    });
+    await t.step(
+      "--metrics-address 0.0.0.0:9385: reachable from the neighbour, and logged as a warning",
+      async () => {
+        await node.stop();
+        await node.start(["--metrics-address", "0.0.0.0:9385"]);
+        assert.equal(await curlIn(neighbour.name, "http://10.254.93.1:9385/metrics"), "200");
+        const warnings = logEntries(node.coild).filter((e) => /loopback/.test(String(e.msg)));
+        assert.deepEqual(warnings.map((e) => [e.level, e.msg, e.address]), [[
+          "warn",
+          "serving metrics beyond loopback: anyone who reaches it sees this node's pods and blocks",
+          "0.0.0.0:9385",
+        ]]);
+      },
+    );
+  } finally {
+    client.close();
   }
 });

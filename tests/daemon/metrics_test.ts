@@ -144,11 +144,15 @@ Deno.test("readProcessStats() reads this process from /proc", async (t) => {
     const proc = await Deno.makeTempDir({ prefix: "coil-t-proc-" });
     try {
       await Deno.mkdir(`${proc}/self/fd`, { recursive: true });
-      await Deno.writeTextFile(`${proc}/self/fd/0`, "");
+      await Deno.symlink("/dev/null", `${proc}/self/fd/0`);
+      await Deno.symlink("/dev/null", `${proc}/self/fd/3`);
       // Fields 1..24 of proc(5): utime 250, stime 50 ticks; starttime 1234 ticks.
       const rest = "S 1 1 1 0 -1 4194560 0 0 0 0 250 50 0 0 20 0 1 0 1234 999 77";
       await Deno.writeTextFile(`${proc}/self/stat`, `42 (a) b (c)) ${rest}\n`);
-      await Deno.writeTextFile(`${proc}/self/status`, "Name:\tx\nVmSize:\t  2048 kB\nVmRSS:\t  1024 kB\n");
+      await Deno.writeTextFile(
+        `${proc}/self/status`,
+        "Name:\tx\nFDSize:\t4\nVmSize:\t  2048 kB\nVmRSS:\t  1024 kB\n",
+      );
       await Deno.writeTextFile(`${proc}/stat`, "cpu  1 2 3\nbtime 1700000000\n");
       await Deno.writeTextFile(
         `${proc}/self/limits`,
@@ -159,7 +163,7 @@ Deno.test("readProcessStats() reads this process from /proc", async (t) => {
         cpuSeconds: 3,
         residentBytes: 1024 * 1024,
         virtualBytes: 2048 * 1024,
-        openFds: 1,
+        openFds: 2,
         maxFds: 1024,
         startTime: 1700000000 + 12.34,
       });

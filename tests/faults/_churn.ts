@@ -4,7 +4,7 @@
 
 import { createNetns, type TestNetns } from "../helpers/netns.ts";
 import type { Random } from "./_random.ts";
-import { type CallOutcome, cniCall, type Network, type Pod } from "./_runtime.ts";
+import { type CallOutcome, cniCall, KILLED, type Network, type Pod } from "./_runtime.ts";
 
 export interface ChurnOptions {
   net: Network;
@@ -59,11 +59,25 @@ export interface ChurnStats {
   retriesInFlight: number;
   retriesDown: number;
   retriesOther: number;
+  /** Calls whose plugin the runtime killed at its exec timeout (Network.plugin), so no answer came. */
+  killed: number;
   /** ADDs that failed and were followed by a DEL, and of those, pods added again afterwards. */
   failedAdds: number;
   readds: number;
   /** Failures other than 11, and addresses given out twice, as they happened. */
   problems: string[];
+}
+
+/** The counts of several runtimes together, as the multi-node campaigns print them. */
+export function totalStats(
+  all: readonly ChurnStats[],
+): { calls: number; ok: number; retries: number; problems: string[] } {
+  return {
+    calls: all.reduce((n, s) => n + s.calls, 0),
+    ok: all.reduce((n, s) => n + s.ok, 0),
+    retries: all.reduce((n, s) => n + s.retriesInFlight + s.retriesDown + s.retriesOther, 0),
+    problems: all.flatMap((s) => s.problems),
+  };
 }
 
 /** The runtime; owns the pod netns it creates. */
@@ -76,6 +90,7 @@ export class ChurnRuntime implements AsyncDisposable {
     retriesInFlight: 0,
     retriesDown: 0,
     retriesOther: 0,
+    killed: 0,
     failedAdds: 0,
     readds: 0,
     problems: [],
@@ -258,6 +273,7 @@ export class ChurnRuntime implements AsyncDisposable {
     else if (out.kind === "retry") {
       if (/connection broke|without a reply|no reply within/.test(out.msg)) this.stats.retriesInFlight++;
       else if (/does not exist|connection refused/.test(out.msg)) this.stats.retriesDown++;
+      else if (out.msg.startsWith(KILLED)) this.stats.killed++;
       else this.stats.retriesOther++;
     } else {
       this.stats.problems.push(`${command} ${t.pod.containerId} (${t.pod.mode}) failed: ${out.msg}`);

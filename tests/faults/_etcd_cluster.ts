@@ -11,6 +11,10 @@ interface Member {
   /** The process after a restart (the helper only knows the first one). */
   restarted?: Deno.ChildProcess;
   running: boolean;
+  /** SIGSTOPped: it holds its sockets but answers nothing. */
+  paused: boolean;
+  /** Its raft member ID once learnt (it survives restarts on the same data dir). */
+  memberId?: string;
 }
 
 /** Owns the members' processes and data dirs; dispose kills them and removes the dirs. */
@@ -47,7 +51,14 @@ export class EtcdCluster implements AsyncDisposable {
           args: extraArgs,
           noWait: true,
         });
-        members.push({ name: p.name, etcd, clientPort: p.client, peerPort: p.peer, running: true });
+        members.push({
+          name: p.name,
+          etcd,
+          clientPort: p.client,
+          peerPort: p.peer,
+          running: true,
+          paused: false,
+        });
       }
       for (let i = 0; i < size; i++) await cluster.waitHealthy(i);
       return cluster;
@@ -80,18 +91,48 @@ export class EtcdCluster implements AsyncDisposable {
     return this.#members[i].running;
   }
 
-  /** Index of the current leader, asked of the running members; undefined while there is none. */
+  /**
+   * Index of the current leader, asked of the running members that are not paused (a paused member
+   * answers nothing); undefined while there is none. A paused member still counts as the leader when
+   * the others name it (they have not noticed yet).
+   */
   async leader(): Promise<number | undefined> {
-    for (const m of this.#members.filter((m) => m.running)) {
+    const answering = (m: Member) => m.running && !m.paused;
+    for (const m of this.#members.filter(answering)) {
       try {
         const status = await this.#status(m);
         if (status.leader === undefined || status.leader === "0") continue;
         for (const [i, other] of this.#members.entries()) {
-          if (other.running && (await this.#status(other)).header.member_id === status.leader) return i;
+          if (!other.running) continue;
+          // A paused member cannot tell its ID; its ID is known from before the pause.
+          const id = other.memberId ??
+            (answering(other) ? (await this.#status(other)).header.member_id : undefined);
+          if (id !== undefined) other.memberId = id;
+          if (id === status.leader) return i;
         }
       } catch { /* not answering: ask the next */ }
     }
     return undefined;
+  }
+
+  /**
+   * SIGSTOP member `i`, as a stalled VM or a stopped-the-world pause would: its sockets stay open and
+   * accept, but it answers nothing, neither clients nor peers. Learns its member ID first (see leader()).
+   */
+  async pause(i: number): Promise<void> {
+    const m = this.#members[i];
+    if (!m.running || m.paused) throw new Error(`etcd member ${m.name} is not running or already paused`);
+    m.memberId ??= (await this.#status(m)).header.member_id;
+    (m.restarted ?? m.etcd.process).kill("SIGSTOP");
+    m.paused = true;
+  }
+
+  /** SIGCONT member `i`. Idempotent. */
+  resume(i: number): void {
+    const m = this.#members[i];
+    if (!m.running || !m.paused) return;
+    (m.restarted ?? m.etcd.process).kill("SIGCONT");
+    m.paused = false;
   }
 
   /** SIGKILL member `i`; its data dir stays. Idempotent. */
@@ -99,6 +140,7 @@ export class EtcdCluster implements AsyncDisposable {
     const m = this.#members[i];
     if (!m.running) return;
     m.running = false;
+    m.paused = false; // SIGKILL ends a stopped process too
     const process = m.restarted ?? m.etcd.process;
     try {
       process.kill("SIGKILL");

@@ -10,6 +10,10 @@ export interface NodeOptions {
   prefix: string;
   /** coild flags; `--socket` is set here. */
   args?: string[];
+  /** The node's netns, made by the caller (e.g. with a link to etcd); the node owns it from then on. */
+  netns?: TestNetns;
+  /** `--etcd-endpoints` instead of the etcd's UNIX endpoint. */
+  etcdEndpoint?: string;
 }
 
 /** Owns the node netns and whichever coild runs in it; dispose stops coild and removes both. */
@@ -21,6 +25,8 @@ export class CoildNode implements AsyncDisposable {
   #coild: TestCoild | undefined;
   #pastLogs: string[] = [];
   #starts = 0;
+  /** The process pause() stopped, until resume(). */
+  #pausedPid: number | undefined;
 
   private constructor(netns: TestNetns, dir: string, options: NodeOptions) {
     this.netns = netns;
@@ -31,8 +37,11 @@ export class CoildNode implements AsyncDisposable {
 
   /** Creates the node and starts coild. @throws when coild does not become ready (see startCoild). */
   static async create(options: NodeOptions): Promise<CoildNode> {
-    const netns = await createNetns();
-    const dir = await Deno.makeTempDir({ prefix: "coil-t-faults-" });
+    const netns = options.netns ?? await createNetns();
+    const dir = await Deno.makeTempDir({ prefix: "coil-t-faults-" }).catch(async (err) => {
+      await netns[Symbol.asyncDispose]();
+      throw err;
+    });
     const node = new CoildNode(netns, dir, options);
     try {
       // Table 119 routes use `dev lo`: the loopback must be up before coild exports a block.
@@ -63,10 +72,11 @@ export class CoildNode implements AsyncDisposable {
   async start(extraArgs: string[] = []): Promise<void> {
     if (this.#coild) throw new Error(`coild of node ${this.name} is already running`);
     this.#starts++;
-    const { etcd, prefix, args = [] } = this.#options;
+    const { etcd, prefix, args = [], etcdEndpoint } = this.#options;
     this.#coild = await startCoild({
       etcd,
       prefix,
+      etcdEndpoint,
       node: this.netns,
       args: [...args, ...extraArgs, "--socket", this.socket],
     });
@@ -91,6 +101,46 @@ export class CoildNode implements AsyncDisposable {
   }
 
   /**
+   * SIGSTOPs the process that is coild and waits until the kernel shows it stopped.
+   * @returns its pid. @throws {Error} when none runs or it does not stop within 5 s.
+   */
+  async pause(): Promise<number> {
+    const pid = this.daemonPid();
+    this.#pausedPid = pid;
+    Deno.kill(pid, "SIGSTOP");
+    await waitForProcessState(pid, (state) => state === "T", "stopped");
+    return pid;
+  }
+
+  /** SIGCONTs the process that is coild and waits until it is no longer stopped. @throws as pause(). */
+  async resume(): Promise<void> {
+    const pid = this.daemonPid();
+    Deno.kill(pid, "SIGCONT");
+    this.#pausedPid = undefined;
+    await waitForProcessState(pid, (state) => state !== "T", "running again");
+  }
+
+  /**
+   * The pid of the deno process that is coild: the spawned process itself when `ip netns exec` and
+   * scripts/coil exec into deno (they do now), else its first deno descendant (a wrapper that forks).
+   * @throws {Error} when none runs.
+   */
+  daemonPid(): number {
+    if (!this.#coild) throw new Error(`No coild of node ${this.name} runs`);
+    const queue = [this.#coild.process.pid];
+    for (let pid = queue.shift(); pid !== undefined; pid = queue.shift()) {
+      try {
+        if (Deno.readLinkSync(`/proc/${pid}/exe`).endsWith("/deno")) return pid;
+        for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+          const children = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`);
+          queue.push(...children.trim().split(/\s+/).filter(Boolean).map(Number));
+        }
+      } catch { /* exited meanwhile */ }
+    }
+    throw new Error(`coild of node ${this.name} (pid ${this.#coild.process.pid}) has no deno process`);
+  }
+
+  /**
    * The aliases of the host veths coild tagged, sorted: `coil:<network>:<containerId>:<ifName>`, or
    * `coil:<containerId>:<ifName>` as Coil 0.1 wrote them.
    */
@@ -104,11 +154,17 @@ export class CoildNode implements AsyncDisposable {
     return (await this.taggedVeths()).map((alias) => alias.split(":").at(-2)!).sort();
   }
 
-  /** SIGTERM and wait. Idempotent. */
+  /** SIGTERM and wait; a coild that pause() stopped gets SIGCONT first (else it never sees SIGTERM). */
   async stop(): Promise<void> {
     const coild = this.#coild;
     this.#coild = undefined;
     if (!coild) return;
+    if (this.#pausedPid !== undefined) {
+      try {
+        Deno.kill(this.#pausedPid, "SIGCONT");
+      } catch { /* gone */ }
+      this.#pausedPid = undefined;
+    }
     await coild.stop();
     this.#pastLogs.push(coild.log());
   }
@@ -131,5 +187,18 @@ export class CoildNode implements AsyncDisposable {
       await this.netns[Symbol.asyncDispose]();
       await Deno.remove(this.#dir, { recursive: true }).catch(() => {});
     }
+  }
+}
+
+/** Waits until `/proc/<pid>/stat`'s state letter passes `ok`. @throws {Error} after 5 s. */
+async function waitForProcessState(pid: number, ok: (state: string) => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    if (ok(state)) return;
+    if (Date.now() > deadline) throw new Error(`Process ${pid} is not ${what} after 5 s: state ${state}`);
+    await new Promise((r) => setTimeout(r, 10));
   }
 }

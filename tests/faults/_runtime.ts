@@ -16,6 +16,8 @@ export interface Network {
   node?: string;
   /** Extra environment for the plugin, e.g. COIL_CNI_TIMEOUT_MS. */
   env?: Record<string, string>;
+  /** The program the runtime execs instead of coil, e.g. one that kills it at the runtime's exec timeout. */
+  plugin?: string;
 }
 
 /** One attachment as the runtime knows it. */
@@ -47,6 +49,8 @@ export interface CallOutcome {
 }
 
 const CNI_VERSION = "1.1.0";
+/** How outcomeOf() names a plugin the runtime killed: no answer, so coild may have acted. */
+export const KILLED = "plugin killed by SIGKILL";
 
 /** The netconf the runtime sends for `mode`. Main mode: coil is the plugin; IPAM mode: ptp's ipam section. */
 export function netconfOf(net: Network, mode: Pod["mode"]): Record<string, unknown> {
@@ -75,6 +79,7 @@ export async function cniCall(net: Network, command: "ADD" | "DEL", pod: Pod): P
     ifName: pod.ifName,
     args: cniArgsOf(pod),
     env: net.env,
+    plugin: net.plugin,
   });
   return recorded(net, command, pod, start, outcomeOf(raw));
 }
@@ -94,6 +99,7 @@ export async function cniCheck(
     ifName: pod.ifName,
     args: cniArgsOf(pod),
     env: net.env,
+    plugin: net.plugin,
   });
   return recorded(net, "CHECK", pod, start, outcomeOf(raw));
 }
@@ -105,7 +111,7 @@ export async function cniGc(net: Network, keep: Pod[]): Promise<CallOutcome> {
     "cni.dev/valid-attachments": keep.map((p) => ({ containerID: p.containerId, ifname: p.ifName })),
   };
   const start = History.now();
-  const out = outcomeOf(await runCni({ command: "GC", netconf, env: net.env }));
+  const out = outcomeOf(await runCni({ command: "GC", netconf, env: net.env, plugin: net.plugin }));
   net.history?.record({
     verb: "GC",
     attachment: { network: net.name, containerId: "", ifName: "" },
@@ -146,9 +152,15 @@ export function resultOf(out: CallOutcome): CallResult {
   return { status: "error", code, msg };
 }
 
-/** Sorts an exec's result; an exit other than 0 or 1, or output that is not the protocol, is an "error". */
+/**
+ * Sorts an exec's result; an exit other than 0 or 1, or output that is not the protocol, is an "error",
+ * but for a plugin SIGKILLed before it printed anything (the runtime's exec timeout): a "retry".
+ */
 function outcomeOf(raw: CniOutcome): CallOutcome {
   const json = raw.json;
+  if (raw.code === 128 + 9 && raw.stdout === "") {
+    return { kind: "retry", cniCode: -1, msg: `${KILLED}: the runtime's exec timeout` };
+  }
   if (raw.code === 0) {
     const ips = json?.ips as { address: string; gateway?: string }[] | undefined;
     const first = ips?.[0];

@@ -15,7 +15,7 @@ import { type CliRun, runCoilCli } from "../helpers/coil_cli.ts";
 import { COIL } from "../helpers/coild.ts";
 import { startEtcd, type TestEtcd } from "../helpers/etcd.ts";
 import { createNetns, type TestNetns } from "../helpers/netns.ts";
-import { ChurnRuntime } from "./_churn.ts";
+import { ChurnRuntime, totalStats } from "./_churn.ts";
 import { assertHistory, checkHistory, History } from "./_history.ts";
 import { readIpamState } from "./_ipam_state.ts";
 import { CoildNode } from "./_node.ts";
@@ -384,14 +384,8 @@ class Cluster implements AsyncDisposable {
     }
   }
 
-  stats(): { calls: number; ok: number; retries: number; problems: string[] } {
-    const all = this.#runtimes.map((r) => r.stats);
-    return {
-      calls: all.reduce((n, s) => n + s.calls, 0),
-      ok: all.reduce((n, s) => n + s.ok, 0),
-      retries: all.reduce((n, s) => n + s.retriesInFlight + s.retriesDown + s.retriesOther, 0),
-      problems: all.flatMap((s) => s.problems),
-    };
+  stats(): ReturnType<typeof totalStats> {
+    return totalStats(this.#runtimes.map((r) => r.stats));
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

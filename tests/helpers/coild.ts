@@ -12,8 +12,14 @@ export interface CoildOptions {
   /** The node: coild runs inside this netns. */
   node: TestNetns;
   nodeName?: string;
+  /** `--etcd-endpoints` instead of the etcd's UNIX endpoint (e.g. a TCP one that iptables can cut). */
+  etcdEndpoint?: string;
   /** Extra flags, e.g. ["--pod-table-id", "116"]. */
   args?: string[];
+  /** Variables added to coild's environment, e.g. { COIL_ETCD_PASSWORD: "…" }. */
+  env?: Record<string, string>;
+  /** The coil wrapper to run instead of this tree's, e.g. an older release's (helpers/release_tree.ts). */
+  coil?: string;
 }
 
 export interface TestCoild extends AsyncDisposable {
@@ -61,7 +67,8 @@ export async function startCoild(options: CoildOptions): Promise<TestCoild> {
   return coild;
 }
 
-async function spawnCoild(options: CoildOptions): Promise<TestCoild & { exited(): boolean }> {
+/** Starts coild without waiting for anything; `exited()` says whether it is gone. */
+export async function spawnCoild(options: CoildOptions): Promise<TestCoild & { exited(): boolean }> {
   const dir = await Deno.makeTempDir({ prefix: "coil-t-coild-" });
   const nodeName = options.nodeName ?? options.node.name;
   const socket = `${dir}/coild.sock`;
@@ -69,19 +76,19 @@ async function spawnCoild(options: CoildOptions): Promise<TestCoild & { exited()
     "netns",
     "exec",
     options.node.name,
-    COIL,
+    options.coil ?? COIL,
     "daemon",
     "--node-name",
     nodeName,
     "--etcd-endpoints",
-    options.etcd.unixEndpoint,
+    options.etcdEndpoint ?? options.etcd.unixEndpoint,
     "--etcd-prefix",
     options.prefix,
     "--socket",
     socket,
     ...(options.args ?? []),
   ];
-  const process = new Deno.Command("ip", { args, stdout: "null", stderr: "piped" }).spawn();
+  const process = new Deno.Command("ip", { args, env: options.env, stdout: "null", stderr: "piped" }).spawn();
   let logText = "";
   const decoder = new TextDecoder();
   const logDone = process.stderr.pipeTo(

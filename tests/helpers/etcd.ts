@@ -11,6 +11,8 @@ export interface TestEtcd extends AsyncDisposable {
   unixEndpoint: string;
   dataDir: string;
   process: Deno.ChildProcess;
+  /** The client URLs on `extraClientHosts`, in their order, e.g. `http://10.255.240.1:40123`. */
+  extraEndpoints: string[];
   /** A fresh key prefix for one test, e.g. `/t-1a2b3c/`. */
   newPrefix(): string;
   stop(): Promise<void>;
@@ -34,6 +36,11 @@ export interface EtcdStartOptions {
   peerPort?: number;
   /** Skip waiting for health (e.g. a cluster member that needs its peers). */
   noWait?: boolean;
+  /**
+   * More addresses to serve clients on, at the client port (e.g. a test veth's host side, which a
+   * node netns reaches over TCP, so that iptables there can cut it off). They must exist already.
+   */
+  extraClientHosts?: string[];
 }
 
 /** Starts etcd and waits until it serves; removes everything on dispose, also after a failed start. */
@@ -47,13 +54,19 @@ export async function startEtcd(options: EtcdStartOptions = {}): Promise<TestEtc
   // etcd creates a unix listener's socket file under its working directory, named after the URL's host.
   const unixEndpoint = `unix://${dataDir}/localhost:${clientPort}`;
   const name = options.name ?? "default";
+  const extraEndpoints = (options.extraClientHosts ?? []).map((h) => `${scheme}://${h}:${clientPort}`);
+  const clientUrls = [
+    endpoint,
+    ...(scheme === "http" ? [`unix://localhost:${clientPort}`] : []),
+    ...extraEndpoints,
+  ];
   const args = [
     "--name",
     name,
     "--data-dir",
     dataPath,
     "--listen-client-urls",
-    scheme === "http" ? `${endpoint},unix://localhost:${clientPort}` : endpoint,
+    clientUrls.join(","),
     "--advertise-client-urls",
     endpoint,
     "--listen-peer-urls",
@@ -75,6 +88,7 @@ export async function startEtcd(options: EtcdStartOptions = {}): Promise<TestEtc
   const etcd: TestEtcd = {
     endpoint,
     unixEndpoint,
+    extraEndpoints,
     dataDir,
     process,
     newPrefix: () => `/t-${crypto.randomUUID().slice(0, 8)}-${counter++}/`,

@@ -20,8 +20,10 @@ import { type Cidr, formatCidr, parseCidr } from "../../ipam/cidr.ts";
 import { connectEtcd } from "../../ipam/etcd_client.ts";
 import { createEtcdStore } from "../../ipam/etcd_store.ts";
 import { IpamError } from "../../ipam/errors.ts";
+import type { IpamStore } from "../../ipam/ipam_store.ts";
 import { parsePool } from "../../ipam/pool.ts";
 import { startEtcd } from "../helpers/etcd.ts";
+import { MemoryStore } from "../helpers/memory_store.ts";
 
 const DUAL = parsePool("default", { subnets: ["10.1.0.0/26", "fd00::/48", "10.2.0.0/27"], blockSizeBits: 5 });
 
@@ -85,6 +87,9 @@ Deno.test("probeStart() starts anywhere in a pool of few regions, at a region's 
 Deno.test("claimBlock() against a real etcd", async (t) => {
   await using etcd = await startEtcd();
   const client = await connectEtcd({ endpoints: [etcd.endpoint], prefix: "/" });
+  // A clock that ticks on every reading: each claim's record is its own, as BlockKeeper's one claim per
+  // pool and family at a time makes it in coild (claimBlock() knows its own record by it).
+  let clock = 0;
   const context = (node: string, random: () => number = Math.random) => {
     const ctx: ClaimContext & { retries: number; owned: Cidr[] } = {
       store: createEtcdStore(client, prefix),
@@ -92,7 +97,7 @@ Deno.test("claimBlock() against a real etcd", async (t) => {
       owned: [],
       ownedBlocks: () => ctx.owned,
       random,
-      now: () => new Date(0),
+      now: () => new Date(clock++),
       log: () => {},
       retries: 0,
       onRetry: () => ctx.retries++,
@@ -122,7 +127,7 @@ Deno.test("claimBlock() against a real etcd", async (t) => {
         const store = createEtcdStore(client, prefix);
         const { blocks } = await store.allBlocks();
         assert.equal(blocks.length, 4);
-        assert.equal(blocks[0].record.claimedAt, new Date(0).toISOString());
+        assert.ok(blocks.every((b) => Date.parse(b.record.claimedAt) < clock), "claimedAt from ctx.now()");
       },
     );
 
@@ -245,4 +250,43 @@ Deno.test("claimBlock() against a real etcd", async (t) => {
   } finally {
     client.close();
   }
+});
+
+Deno.test("claimBlock() takes a block whose claim the client re-sent after the first copy committed", async () => {
+  // etcd_client re-sends a txn that failed fast on one endpoint; when the first copy had committed, the
+  // re-sent one finds the key taken by this very record. Read as a lost race, the block would stay the
+  // node's in etcd, unknown to coild: never used, exported or released.
+  const store = new MemoryStore();
+  const pool = parsePool("default", { subnets: ["10.9.0.0/26"], blockSizeBits: 3 });
+  let resent = 0;
+  const claimOnceResent: IpamStore["claimBlock"] = async (name, cidr, record) => {
+    const first = await store.claimBlock(name, cidr, record);
+    if (resent++ > 0 || !first.claimed) return first;
+    return { claimed: false, owner: record };
+  };
+  const events: Record<string, unknown>[] = [];
+  const ctx: ClaimContext = {
+    store: new Proxy(store, {
+      get(target, name) {
+        if (name === "claimBlock") return claimOnceResent;
+        const value = Reflect.get(target, name, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    }),
+    node: "n1",
+    ownedBlocks: () => [],
+    random: Math.random,
+    now: () => new Date(),
+    log: (e) => events.push(e),
+    onRetry: () => {},
+  };
+  const claimed = await claimBlock(ctx, pool, 4);
+  const { blocks } = await store.allBlocks();
+  assert.deepEqual(
+    blocks.map((b) => formatCidr(b.cidr)),
+    [formatCidr(claimed.cidr)],
+    "one block, the one returned",
+  );
+  assert.equal(claimed.revision, blocks[0].revision);
+  assert.deepEqual(events.filter((e) => e.event === "block claim lost"), []);
 });

@@ -36,6 +36,11 @@ Deno.test("conciseCause() keeps what an operator needs from grpc-js messages", a
       "13 INTERNAL: Received RST_STREAM with code 2",
       "Received RST_STREAM with code 2",
     ],
+    [
+      "no connection yet (grpc-js says 'Last error: null')",
+      "14 UNAVAILABLE: No connection established. Last error: null. Resolution note: ",
+      "no connection established",
+    ],
     ["plain text", "Something else", "Something else"],
   ];
   for (const [what, message, expected] of cases) {
