@@ -6,6 +6,7 @@ import type { IDefaultPolicyContext, IPolicy, RetryPolicy } from "cockatiel";
 import { type CallContext, Etcd3, type IOptions, isRecoverableError } from "etcd3";
 import { isNoSpace, NO_SPACE_MESSAGE } from "./etcd_alarms.ts";
 import { IpamError } from "./errors.ts";
+import { allowIpServerNames, readPassword, tlsCredentials } from "./etcd_credentials.ts";
 import { renewTokenAfterConnectionLoss } from "./etcd_token_renewal.ts";
 
 /** How to reach etcd. Paths name PEM files. */
@@ -69,14 +70,7 @@ export async function connectEtcd(options: EtcdOptions): Promise<Etcd3> {
   ) {
     await allowIpServerNames();
   }
-  if (options.tlsCa || options.tlsCert || options.tlsKey) {
-    config.credentials = {
-      rootCertificate: await readPem(options.tlsCa, "--etcd-tls-ca"),
-      certChain: options.tlsCert ? await readPem(options.tlsCert, "--etcd-tls-cert") : undefined,
-      privateKey: options.tlsKey ? await readPem(options.tlsKey, "--etcd-tls-key") : undefined,
-    };
-    await checkPems(options, config.credentials);
-  }
+  if (options.tlsCa || options.tlsCert || options.tlsKey) config.credentials = await tlsCredentials(options);
   if (options.username) {
     const password = options.passwordFile ? await readPassword(options.passwordFile) : options.password;
     config.auth = { username: options.username, password: password ?? "" };
@@ -84,92 +78,6 @@ export async function connectEtcd(options: EtcdOptions): Promise<Etcd3> {
   const client = new Etcd3(config);
   if (config.auth) renewTokenAfterConnectionLoss(client, failover);
   return client;
-}
-
-let ipServerNamesAllowed = false;
-
-/**
- * Lets TLS reach etcd at an IP address (`https://10.0.0.1:2379`, the usual form). grpc-js always
- * passes the target host as `servername` (channel-credentials.js getConnectionOptions()); RFC 6066
- * section 3 forbids an IP there, which Node.js only warns about (DEP0123) but Deno's node:tls rejects
- * with ERR_INVALID_ARG_VALUE. So tls.connect() drops an IP `servername`, once for the process; the
- * server certificate is still checked against the IP, through `host` (checkServerIdentity).
- */
-async function allowIpServerNames(): Promise<void> {
-  if (ipServerNamesAllowed) return;
-  ipServerNamesAllowed = true;
-  const tls = (await import("node:tls")).default;
-  const { isIP } = await import("node:net");
-  const connect = tls.connect;
-  tls.connect = ((...args: Parameters<typeof connect>) => {
-    const options = args[0];
-    if (typeof options === "object" && options !== null && "servername" in options) {
-      const name = (options as { servername?: unknown }).servername;
-      if (typeof name === "string" && isIP(name) !== 0) {
-        delete (options as { servername?: string }).servername;
-      }
-    }
-    return connect(...args);
-  }) as typeof connect;
-}
-
-async function readPem(path: string | undefined, flag: string) {
-  const { Buffer } = await import("node:buffer");
-  if (!path) throw new IpamError("invalid", `Missing ${flag}: TLS needs a CA certificate`);
-  try {
-    return Buffer.from(await Deno.readFile(path));
-  } catch (err) {
-    throw new IpamError("invalid", `Cannot read ${flag} "${path}": ${(err as Error).message}`);
-  }
-}
-
-/**
- * Checks that the CA and the certificate parse and that the key is a private key of the certificate:
- * Deno's node:tls takes any bytes, so grpc-js would only report "Last error: null" on every call. The
- * parsers' messages name the problem ("unsupported PEM label: CERTIFICATE"), never the file's content.
- */
-async function checkPems(options: EtcdOptions, pems: NonNullable<IOptions["credentials"]>): Promise<void> {
-  const { createPrivateKey, X509Certificate } = await import("node:crypto");
-  const parse = <T>(flag: string, path: string | undefined, what: string, fn: () => T): T => {
-    try {
-      return fn();
-    } catch (err) {
-      throw new IpamError("invalid", `${flag} "${path}" is not a PEM ${what}: ${(err as Error).message}`);
-    }
-  };
-  parse("--etcd-tls-ca", options.tlsCa, "certificate", () => new X509Certificate(pems.rootCertificate));
-  if (!pems.certChain || !pems.privateKey) return;
-  const cert = parse(
-    "--etcd-tls-cert",
-    options.tlsCert,
-    "certificate",
-    () => new X509Certificate(pems.certChain!),
-  );
-  const key = parse(
-    "--etcd-tls-key",
-    options.tlsKey,
-    "private key",
-    () => createPrivateKey(pems.privateKey!),
-  );
-  if (!cert.checkPrivateKey(key)) {
-    throw new IpamError(
-      "invalid",
-      `--etcd-tls-key "${options.tlsKey}" is not the private key of --etcd-tls-cert "${options.tlsCert}"`,
-    );
-  }
-}
-
-/** The password in `path`, without one trailing line break; the message never quotes the file. */
-async function readPassword(path: string): Promise<string> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (err) {
-    throw new IpamError("invalid", `Cannot read --etcd-password-file "${path}": ${(err as Error).message}`);
-  }
-  const password = text.replace(/\r?\n$/, "");
-  if (password === "") throw new IpamError("invalid", `--etcd-password-file "${path}" is empty`);
-  return password;
 }
 
 /** When the last attempt of each write request started (the library re-sends the same request object). */
