@@ -45,8 +45,7 @@ export async function checkSocketPath(path: string): Promise<void> {
  * @throws {SocketPathError} as checkSocketPath() does, or when the socket cannot be created.
  */
 export async function serveSocket(path: string, handle: RequestHandler): Promise<SocketServer> {
-  const stale = await inspectSocketPath(path) === "stale";
-  const { listener, placed } = await listenAt(path, stale);
+  const { listener, placed } = await listenAt(path, await inspectSocketPath(path));
   const inFlight = new Set<Promise<void>>();
   const loop = (async () => {
     for await (const conn of listener) {
@@ -65,8 +64,8 @@ export async function serveSocket(path: string, handle: RequestHandler): Promise
   };
 }
 
-/** "free" or "stale" (a socket nobody listens on); anything else throws. */
-async function inspectSocketPath(path: string): Promise<"free" | "stale"> {
+/** Undefined when `path` is free, or the stale socket there (nobody listens on it); anything else throws. */
+async function inspectSocketPath(path: string): Promise<Deno.FileInfo | undefined> {
   const dir = parentDir(path);
   const missing = await checkDirectories(path, dir);
   try {
@@ -83,15 +82,15 @@ async function inspectSocketPath(path: string): Promise<"free" | "stale"> {
   try {
     info = await Deno.lstat(path);
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return "free";
+    if (err instanceof Deno.errors.NotFound) return undefined;
     throw new SocketPathError(path, errorText(err), { cause: err });
   }
   if (!info.isSocket) throw new SocketPathError(path, `it exists and is ${fileType(info)}, not a socket`);
   try {
     (await Deno.connect({ transport: "unix", path })).close();
   } catch (err) {
-    if (err instanceof Deno.errors.ConnectionRefused) return "stale";
-    if (err instanceof Deno.errors.NotFound) return "free";
+    if (err instanceof Deno.errors.ConnectionRefused) return info;
+    if (err instanceof Deno.errors.NotFound) return undefined;
     throw new SocketPathError(path, `cannot tell whether another coild serves it: ${errorText(err)}`, {
       cause: err,
     });
@@ -164,7 +163,7 @@ function prefixes(dir: string): string[] {
 }
 
 /** Binds in a private directory, then links the socket to `path`; returns the listener and its file. */
-async function listenAt(path: string, replaceStale: boolean) {
+async function listenAt(path: string, stale: Deno.FileInfo | undefined) {
   const privateDir = await Deno.makeTempDir({ dir: parentDir(path), prefix: ".coild-" });
   let listener: Deno.UnixListener | undefined;
   try {
@@ -173,7 +172,7 @@ async function listenAt(path: string, replaceStale: boolean) {
     listener = Deno.listen({ transport: "unix", path: own });
     await Deno.chmod(own, 0o600);
     const placed = await Deno.lstat(own);
-    if (replaceStale) await Deno.remove(path).catch(ignoreNotFound);
+    if (stale) await setAsideStale(path, stale, privateDir);
     try {
       // link(), unlike rename(), fails when the path is taken: a coild that started meanwhile keeps it.
       await Deno.link(own, path);
@@ -200,6 +199,26 @@ async function removeIfSame(path: string, placed: Deno.FileInfo): Promise<void> 
   } catch (err) {
     ignoreNotFound(err);
   }
+}
+
+/**
+ * Moves the stale socket out of `path` into `dir` (removed with it). rename() takes whatever is there at
+ * that instant, so when that is no longer the socket found stale (a coild starting at the same time put
+ * its own there), it goes back and this start is refused: a plain remove() would delete the other's
+ * live socket and leave it serving on a file nobody can reach.
+ */
+async function setAsideStale(path: string, stale: Deno.FileInfo, dir: string): Promise<void> {
+  const aside = `${dir}/stale`;
+  try {
+    await Deno.rename(path, aside);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return;
+    throw new SocketPathError(path, `cannot replace its stale socket: ${errorText(err)}`, { cause: err });
+  }
+  const moved = await Deno.lstat(aside);
+  if (moved.ino === stale.ino && moved.dev === stale.dev) return;
+  await Deno.link(aside, path).catch(() => {});
+  throw new SocketPathError(path, "another process created it while coild was starting");
 }
 
 function parentDir(path: string): string {

@@ -123,3 +123,27 @@ Deno.test("close() leaves alone a socket that another server put in its place", 
   await second.close();
   await assert.rejects(Deno.lstat(path), Deno.errors.NotFound, "close() removes its own socket");
 });
+
+Deno.test("two servers starting at once on one stale socket: one serves it, the other refuses", async () => {
+  // Both find the socket stale; the one that replaces it second must not remove the first one's fresh
+  // socket (which would leave the first listening on a file nobody can reach).
+  const script = "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen()";
+  for (let round = 0; round < 20; round++) {
+    await using dir = await tempDir();
+    const path = `${dir.path}/coild.sock`;
+    assert.ok((await new Deno.Command("python3", { args: ["-c", script, path] }).output()).success);
+    const started = await Promise.allSettled([serve(path, "a"), serve(path, "b")]);
+    const serving = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+    try {
+      assert.equal(serving.length, 1, `round ${round}: ${serving.length} servers think they serve ${path}`);
+      for (const s of started) {
+        if (s.status === "rejected") {
+          assert.match(String(s.reason), /created it while coild was starting|another coild serves it/);
+        }
+      }
+      assert.ok(["a", "b"].includes(await whoAnswers(path)));
+    } finally {
+      for (const s of serving) await s.close();
+    }
+  }
+});
