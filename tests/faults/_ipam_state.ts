@@ -2,7 +2,9 @@
 // runtime believes alive holds its address alone, and nothing else holds an address or an empty block.
 
 import type { Etcd3 } from "etcd3";
+import { formatCidr, parseCidr } from "../../ipam/cidr.ts";
 import { keysFor } from "../../ipam/keys.ts";
+import type { TestNetns } from "../helpers/netns.ts";
 
 /** One address key: `<prefix>addresses/<block id>/<ip>`. */
 export interface AddressEntry {
@@ -115,4 +117,10 @@ export function surplusEmptyBlocks(state: IpamState, node: string): BlockEntry[]
 
 function name(a: { containerId: string; ifName: string }): string {
   return `${a.containerId}/${a.ifName}`;
+}
+
+/** The prefixes a node exports (table 119, protocol 30), normalised and sorted for comparison. */
+export async function exportedPrefixes(node: TestNetns): Promise<string[]> {
+  const routes = await node.ipJson<{ dst: string }[]>(["route", "show", "table", "119", "proto", "30"]);
+  return routes.map((r) => formatCidr(parseCidr(r.dst))).sort();
 }

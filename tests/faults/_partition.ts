@@ -2,7 +2,7 @@
 // and the node netns on a /30 of 10.255.240.0/20, and iptables rules inside the node netns that drop
 // the traffic to and from etcd's address (both ways, or only etcd's replies).
 
-import { createNetns, type TestNetns } from "../helpers/netns.ts";
+import { createNetns, run, type TestNetns } from "../helpers/netns.ts";
 
 /** The link and the cut; dispose removes the rules, the link and the netns (if still there). */
 export interface EtcdLink extends AsyncDisposable {
@@ -108,16 +108,4 @@ function range(ip: string, len: number): [number, number] {
 
 function ipv4(n: number): string {
   return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join(".");
-}
-
-async function run(cmd: string[]): Promise<string> {
-  const out = await new Deno.Command(cmd[0], { args: cmd.slice(1), stdout: "piped", stderr: "piped" })
-    .output();
-  const decoder = new TextDecoder();
-  if (!out.success) {
-    throw new Error(
-      `Command failed: ${cmd.join(" ")}: exit ${out.code}: ${decoder.decode(out.stderr).trim()}`,
-    );
-  }
-  return decoder.decode(out.stdout);
 }

@@ -10,7 +10,7 @@ import { keysFor } from "../../ipam/keys.ts";
 import { createNetns, type TestNetns } from "../helpers/netns.ts";
 import { ChurnRuntime, totalStats } from "./_churn.ts";
 import { History } from "./_history.ts";
-import { type IpamState, readIpamState } from "./_ipam_state.ts";
+import { exportedPrefixes, type IpamState, readIpamState } from "./_ipam_state.ts";
 import type { CoildNode } from "./_node.ts";
 import type { Random } from "./_random.ts";
 import { cniCall, type Network, type Pod } from "./_runtime.ts";
@@ -235,16 +235,8 @@ export class Cluster implements AsyncDisposable {
     };
   }
 
-  async tableOf(node: CoildNode): Promise<string[]> {
-    const routes = await node.netns.ipJson<{ dst: string }[]>([
-      "route",
-      "show",
-      "table",
-      "119",
-      "proto",
-      "30",
-    ]);
-    return routes.map((r) => formatCidr(parseCidr(r.dst))).sort();
+  tableOf(node: CoildNode): Promise<string[]> {
+    return exportedPrefixes(node.netns);
   }
 
   /** The holder of the node key (pid, lease), or undefined when there is no key. */

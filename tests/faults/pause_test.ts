@@ -21,7 +21,7 @@ import { ChurnRuntime } from "./_churn.ts";
 import { EtcdCluster } from "./_etcd_cluster.ts";
 import { pluginWithExecTimeout } from "./_exec_timeout.ts";
 import { assertHistory, type Call, describeCall, History } from "./_history.ts";
-import { compare, readIpamState, surplusEmptyBlocks } from "./_ipam_state.ts";
+import { compare, exportedPrefixes, readIpamState, surplusEmptyBlocks } from "./_ipam_state.ts";
 import { CoildNode } from "./_node.ts";
 import { campaignSeed, envCount } from "./_params.ts";
 import { type Random, seededRandom } from "./_random.ts";
@@ -368,16 +368,8 @@ async function verifyNode(
   );
   await converge("table 119 holds exactly the owned blocks, aggregated", node, async () => {
     const owned = (await ownedBlocks(client, prefix, node.name)).map((b) => parseCidr(b.replace("_", "/")));
-    const routes = await node.netns.ipJson<{ dst: string }[]>([
-      "route",
-      "show",
-      "table",
-      "119",
-      "proto",
-      "30",
-    ]);
     return JSON.stringify(aggregate(owned).map(formatCidr).sort()) ===
-      JSON.stringify(routes.map((r) => formatCidr(parseCidr(r.dst))).sort());
+      JSON.stringify(await exportedPrefixes(node.netns));
   });
   const late = pairs.flatMap(({ net }) =>
     (net.history?.calls ?? []).filter((c) =>

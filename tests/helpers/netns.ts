@@ -20,7 +20,8 @@ export interface TestNetns extends AsyncDisposable {
   ipJson<T = Record<string, unknown>[]>(args: string[]): Promise<T>;
 }
 
-async function run(cmd: string[]): Promise<string> {
+/** Runs a command on the host and returns its stdout. @throws {Error} naming it, on non-zero exit. */
+export async function run(cmd: string[]): Promise<string> {
   const out = await new Deno.Command(cmd[0], { args: cmd.slice(1), stdout: "piped", stderr: "piped" })
     .output();
   const decoder = new TextDecoder();
