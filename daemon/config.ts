@@ -76,7 +76,7 @@ export function daemonCommand(action: (config: DaemonConfig) => Promise<void>): 
     .addOption(
       env(
         "--export-table-id <id>",
-        "kernel table that holds one route per owned block",
+        "kernel table that holds the owned blocks, aggregated (fewest prefixes)",
         "COIL_EXPORT_TABLE_ID",
       )
         .argParser(table).default(DEFAULT_EXPORT_TABLE),

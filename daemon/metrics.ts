@@ -2,6 +2,7 @@
 // sweeper bump as things happen, and gauges read from the node's state when Prometheus scrapes.
 
 import type { ApiReply, ApiRequest } from "../cni/api.ts";
+import { aggregate } from "../ipam/aggregate.ts";
 import { usableAddresses } from "../ipam/block_allocator.ts";
 import { familyBits } from "../ipam/cidr.ts";
 import type { NodeIpam } from "../ipam/node_ipam.ts";
@@ -12,7 +13,7 @@ import type { SweepReport } from "./sweeper.ts";
 
 /** Where scrape-time gauges come from; attached once coild has built them. */
 export interface MetricSources {
-  ipam: Pick<NodeIpam, "ownedBlocks" | "allocations" | "claimRetries">;
+  ipam: Pick<NodeIpam, "ownedBlocks" | "allocations" | "claimRetries" | "poolSubnets">;
   /** Host veths of pods (e.g. `podNetwork.hostLinks().size`). */
   pods: () => number;
   /** Routes in the export table (e.g. a dump of table 119 filtered to our protocol). */
@@ -111,8 +112,18 @@ export function createCoilMetrics(
   registry.collected({
     name: "coil_export_table_routes",
     type: "gauge",
-    help: "Routes in the export table (119 by default), one per owned block.",
+    help: "Routes in the export table (119 by default): the owned blocks, aggregated.",
     collect: fromSources((s) => [{ value: s.exportedRoutes() }]),
+  });
+  registry.collected({
+    name: "coil_export_table_routes_expected",
+    type: "gauge",
+    help: "Routes the export table should hold: the fewest prefixes covering exactly the owned blocks.",
+    // The exporter's own computation (route_exporter.ts sync()), so the two gauges differ only when the
+    // table is out of sync, however the blocks aggregate.
+    collect: fromSources((s) => [{
+      value: aggregate(s.ipam.ownedBlocks().map((b) => b.block), s.ipam.poolSubnets()).length,
+    }]),
   });
   const exportSyncs = registry.counter({
     name: "coil_export_syncs_total",

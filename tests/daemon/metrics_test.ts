@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { createCoilMetrics, instrumentCniService } from "../../daemon/metrics.ts";
 import { createRegistry, escapeLabelValue, formatValue } from "../../daemon/metrics_registry.ts";
 import { readProcessStats } from "../../daemon/process_metrics.ts";
+import { aggregate } from "../../ipam/aggregate.ts";
 import type { AllocationRequest } from "../../ipam/allocation.ts";
 import { connectEtcd } from "../../ipam/etcd_client.ts";
 import { createEtcdStore } from "../../ipam/etcd_store.ts";
@@ -211,6 +212,10 @@ Deno.test("createCoilMetrics() reports a real NodeIpam's blocks and addresses", 
     assert.equal(sample(text, `coil_addresses_free${pool}`), blocks * 2 - 3);
     assert.equal(sample(text, 'coil_block_claims_total{pool="default"}'), blocks);
     assert.equal(sample(text, "coil_export_table_routes"), blocks);
+    // Blocks of one node claimed next to each other aggregate: the table should hold fewer routes.
+    const expected = aggregate(ipam.ownedBlocks().map((b) => b.block), ipam.poolSubnets()).length;
+    assert.ok(expected < blocks, `${blocks} adjacent blocks aggregate into ${expected} prefixes`);
+    assert.equal(sample(text, "coil_export_table_routes_expected"), expected);
     assert.equal(sample(text, "coil_pods"), 5);
     assert.equal(sample(text, `coil_build_info{version="9.9.9",deno="${Deno.version.deno}"}`), 1);
 

@@ -28,6 +28,14 @@ Deno.test("promtool check rules accepts scripts/prometheus/coil-rules.yml", asyn
   assert.match(text, /SUCCESS: \d+ rules found/);
 });
 
+Deno.test("promtool test rules: the export alert fires when the table is out of sync, not when it aggregates", async () => {
+  const tests = new URL("./coil_rules_test.yml", import.meta.url).pathname;
+  const out = await new Deno.Command("promtool", { args: ["test", "rules", tests] }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, text);
+  assert.match(text, /SUCCESS/);
+});
+
 Deno.test("Prometheus scrapes the metrics endpoint over a real NodeIpam", async () => {
   await using etcd = await startEtcd();
   const client = await connectEtcd({ endpoints: [etcd.endpoint], prefix: "/" });
@@ -138,7 +146,10 @@ Deno.test({
       await prometheus.waitFor('coil_addresses_in_use{pool="default",family="4"}', one(3));
       const blocks = await prometheus.query('coil_blocks_owned{pool="default",family="4"}');
       assert.ok(blocks.length === 1 && blocks[0].value >= 1, JSON.stringify(blocks));
-      await prometheus.waitFor("coil_export_table_routes", one(blocks[0].value));
+      await prometheus.waitFor(
+        "coil_export_table_routes == coil_export_table_routes_expected",
+        (r) => r.length === 1,
+      );
       await prometheus.waitFor("coil_etcd_request_duration_seconds_count > 0", (r) => r.length === 1);
       await prometheus.waitFor("coil_etcd_request_errors_total", one(0));
       // coild runs with scripts/coil's permissions, which do not reach /proc: the process series must come
