@@ -8,32 +8,13 @@ import { planLab } from "../../scripts/lab.d/plan.ts";
 import { addPods, morePods } from "../../scripts/lab.d/pods.ts";
 import { loadState } from "../../scripts/lab.d/state.ts";
 import type { BenchContext, Benchmark } from "./_bench.ts";
-import { ROOT } from "./_exec.ts";
+import { birdInstalled, lab } from "./_lab.ts";
 
 export const benchmark: Benchmark = {
   name: "aggregation",
   description: "router routes for N pods on 2 nodes: aggregated export vs one route per block (BIRD lab)",
   run,
 };
-
-const LAB = `${ROOT}scripts/lab`;
-
-async function lab(args: string[]): Promise<void> {
-  const out = await new Deno.Command(LAB, { args, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) {
-    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-    throw new Error(`scripts/lab ${args.join(" ")} failed (exit ${out.code}):\n${text.slice(-3000)}`);
-  }
-}
-
-async function birdInstalled(): Promise<boolean> {
-  try {
-    return (await new Deno.Command("bird", { args: ["--version"], stdout: "null", stderr: "null" }).output())
-      .success;
-  } catch {
-    return false;
-  }
-}
 
 async function run(ctx: BenchContext): Promise<void> {
   if (!await birdInstalled()) {

@@ -12,7 +12,7 @@ import { NetlinkSocket } from "../../netlink/socket.ts";
 import { RTPROT_BIRD } from "../../scripts/lab.d/bgp_state.ts";
 import { EXPORT_TABLE_ID, planLab, PROTOCOL_ID } from "../../scripts/lab.d/plan.ts";
 import { type BenchContext, type Benchmark, iterations } from "./_bench.ts";
-import { ROOT } from "./_exec.ts";
+import { birdInstalled, lab } from "./_lab.ts";
 import { median, summarize } from "./_stats.ts";
 
 export const benchmark: Benchmark = {
@@ -21,7 +21,6 @@ export const benchmark: Benchmark = {
   run,
 };
 
-const LAB = `${ROOT}scripts/lab`;
 const MAIN_TABLE = 254;
 /** The pause after each ADD: a block first seen in table 119 within it is that ADD's (claims take ms). */
 const CLAIM_LOOK_MS = 30;
@@ -30,23 +29,6 @@ const LEARN_TIMEOUT_MS = 30_000;
 const MAX_ADDS = 2000;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function lab(args: string[]): Promise<void> {
-  const out = await new Deno.Command(LAB, { args, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) {
-    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-    throw new Error(`scripts/lab ${args.join(" ")} failed (exit ${out.code}):\n${text.slice(-3000)}`);
-  }
-}
-
-async function birdInstalled(): Promise<boolean> {
-  try {
-    return (await new Deno.Command("bird", { args: ["--version"], stdout: "null", stderr: "null" }).output())
-      .success;
-  } catch {
-    return false;
-  }
-}
 
 /** A netlink socket inside a lab namespace; dispose closes it. */
 function socketIn(netns: string): NetlinkSocket {

@@ -17,6 +17,7 @@ import {
   type TestPod,
   waitUntil,
 } from "./_lifecycle_fixture.ts";
+import { inParallel } from "../helpers/in_parallel.ts";
 
 await removeLeftoverNetns();
 
@@ -49,18 +50,6 @@ function expectOk(out: { code: number; stdout: string; stderr: string }, what: s
   assert.equal(out.code, 0, `${what}: ${out.stdout}${out.stderr}`);
 }
 
-/** Runs `work` over `items`, `limit` at a time. */
-async function eachLimited<T>(items: T[], limit: number, work: (item: T, i: number) => Promise<void>) {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      await work(items[i], i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
-
 let etcd: TestEtcd;
 let client: Etcd3;
 
@@ -78,7 +67,7 @@ Deno.test("DEL leaves the veth to a background deletion that no later ADD or res
       await using node = await startNode({ etcd, client, subnets: ["10.220.0.0/16"] });
       const group: TestPod[] = [];
       for (let i = 0; i < 16; i++) group.push(await newPod());
-      await eachLimited(group, 6, async (pod) => void await addPod(node, pod));
+      await inParallel(group, 6, async (pod) => void await addPod(node, pod));
       let metOld = 0;
       const ips = new Map<TestPod, string>();
       await Promise.all(group.map(async (pod) => {
@@ -155,7 +144,7 @@ Deno.test("DEL leaves the veth to a background deletion that no later ADD or res
         await using node = await startNode({ etcd, client, subnets: ["10.222.0.0/16"] });
         const group: TestPod[] = [];
         for (let i = 0; i < 24; i++) group.push(await newPod());
-        await eachLimited(group, 6, async (pod) => void await addPod(node, pod));
+        await inParallel(group, 6, async (pod) => void await addPod(node, pod));
         const [staying, leaving] = [group.slice(0, 4), group.slice(4)];
         await Promise.all(leaving.map(async (pod) => expectOk(await cni(node, "DEL", pod), "DEL")));
         const detached = (await veths(node)).filter((l) => l.ifalias?.startsWith(DETACHED)).length;

@@ -18,6 +18,7 @@ import {
   type TestNode as Node,
   type TestPod as Pod,
 } from "./_lifecycle_fixture.ts";
+import { inParallel } from "../helpers/in_parallel.ts";
 
 await removeLeftoverNetns();
 
@@ -109,18 +110,6 @@ interface AddJson {
 function podIps(result: AddJson): [string, string] {
   const [v4, v6] = result.ips.map((ip) => ip.address.split("/")[0]);
   return [v4, v6];
-}
-
-/** Runs `work` over `items`, `limit` at a time (2 cores, shared with other test runs). */
-async function eachLimited<T>(items: T[], limit: number, work: (item: T, i: number) => Promise<void>) {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      await work(items[i], i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 /** Pings until one reply comes back (at most 10 s). @throws naming the source and destination. */
@@ -284,7 +273,7 @@ Deno.test("main-plugin mode against a real coild, etcd and kernel", async (t) =>
           for (let i = 0; i < 50; i++) pods.push(await createPod(`web-${i}`, i % 2 ? "default" : "team-a"));
           const version = (i: number) => VERSIONS[i % VERSIONS.length];
           const results: AddJson[] = new Array(pods.length);
-          await eachLimited(pods, 8, async (pod, i) => {
+          await inParallel(pods, 8, async (pod, i) => {
             results[i] = await add(node, pod, version(i));
           });
           for (const [i, pod] of pods.entries()) await assertPodWired(node, pod, results[i], version(i));
@@ -295,7 +284,7 @@ Deno.test("main-plugin mode against a real coild, etcd and kernel", async (t) =>
           assert.deepEqual(hostRoutes, all.map((ip) => ip.includes(":") ? `${ip}/128` : `${ip}/32`).sort());
           await assertExportMatchesEtcd(node);
 
-          await eachLimited(pods, 6, async (pod, i) => {
+          await inParallel(pods, 6, async (pod, i) => {
             const [peer4, peer6] = podIps(results[(i + 1) % pods.length]);
             await ping(pod.ns, "169.254.1.1");
             await ping(pod.ns, "fe80::1%eth0");
@@ -306,11 +295,11 @@ Deno.test("main-plugin mode against a real coild, etcd and kernel", async (t) =>
             await ping(node.ns, own6);
           });
 
-          await eachLimited(pods.filter((_, i) => version(i) !== "0.3.1"), 8, async (pod) => {
+          await inParallel(pods.filter((_, i) => version(i) !== "0.3.1"), 8, async (pod) => {
             const i = pods.indexOf(pod);
             expectOk(await cni(node, "CHECK", pod, version(i), { prevResult: results[i] }), "CHECK");
           });
-          await eachLimited(pods, 8, async (pod, i) => {
+          await inParallel(pods, 8, async (pod, i) => {
             expectOk(await cni(node, "DEL", pod, version(i)), `DEL ${pod.name}`);
           });
           assert.deepEqual(await veths(node.ns), [], "no veth is left on the node");

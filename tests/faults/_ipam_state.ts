@@ -1,6 +1,7 @@
 // What etcd says about one node's addresses and blocks, and the campaigns' verdict on it: every pod the
 // runtime believes alive holds its address alone, and nothing else holds an address or an empty block.
 
+import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
 import { formatCidr, parseCidr } from "../../ipam/cidr.ts";
 import { keysFor } from "../../ipam/keys.ts";
@@ -72,6 +73,24 @@ export interface Disagreements {
   leaked: string[];
   /** An address key in a block no node owns. */
   orphans: string[];
+}
+
+/** The holders of the runtime's live pods, as compare() takes them. */
+export function holdersOf(
+  live: readonly { pod: { containerId: string; ifName: string }; ip: string }[],
+): Holder[] {
+  return live.map((l) => ({ containerId: l.pod.containerId, ifName: l.pod.ifName, ip: l.ip }));
+}
+
+/** Every disagreement in one list: duplicates, lost, leaked, orphans. */
+export function disagreementList(d: Disagreements): string[] {
+  return [...d.duplicates, ...d.lost, ...d.leaked, ...d.orphans];
+}
+
+/** Asserts that etcd agrees with the runtime; the message says `when` and ends with `context` (a log tail). */
+export function assertAgrees(d: Disagreements, when: string, context: string): void {
+  const all = disagreementList(d);
+  assert.deepEqual(all, [], `etcd and the runtime disagree ${when}:\n${all.join("\n")}\n${context}`);
 }
 
 /** Compares etcd with the runtime's live attachments. */

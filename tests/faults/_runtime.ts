@@ -69,19 +69,8 @@ function cniArgsOf(pod: Pod): string {
  * Execs coil for ADD or DEL of `pod`. In IPAM mode the runtime would exec ptp, which execs coil with the
  * same netconf and environment: coil is exec'd directly here, as ptp's part is not under test.
  */
-export async function cniCall(net: Network, command: "ADD" | "DEL", pod: Pod): Promise<CallOutcome> {
-  const start = History.now();
-  const raw = await runCni({
-    command,
-    netconf: netconfOf(net, pod.mode),
-    containerId: pod.containerId,
-    netns: pod.netns,
-    ifName: pod.ifName,
-    args: cniArgsOf(pod),
-    env: net.env,
-    plugin: net.plugin,
-  });
-  return recorded(net, command, pod, start, outcomeOf(raw));
+export function cniCall(net: Network, command: "ADD" | "DEL", pod: Pod): Promise<CallOutcome> {
+  return execRecorded(net, command, pod, netconfOf(net, pod.mode));
 }
 
 /** Execs CHECK of `pod` with `prevResult` (its ADD's result), as CRI-O does right after ADD. */
@@ -90,10 +79,20 @@ export async function cniCheck(
   pod: Pod,
   prevResult: Record<string, unknown>,
 ): Promise<CallOutcome> {
+  return execRecorded(net, "CHECK", pod, { ...netconfOf(net, pod.mode), prevResult });
+}
+
+/** Execs `command` for `pod` with `netconf`, as a runtime does, and records it in the network's history. */
+async function execRecorded(
+  net: Network,
+  command: "ADD" | "DEL" | "CHECK",
+  pod: Pod,
+  netconf: Record<string, unknown>,
+): Promise<CallOutcome> {
   const start = History.now();
   const raw = await runCni({
-    command: "CHECK",
-    netconf: { ...netconfOf(net, pod.mode), prevResult },
+    command,
+    netconf,
     containerId: pod.containerId,
     netns: pod.netns,
     ifName: pod.ifName,
@@ -101,7 +100,7 @@ export async function cniCheck(
     env: net.env,
     plugin: net.plugin,
   });
-  return recorded(net, "CHECK", pod, start, outcomeOf(raw));
+  return recorded(net, command, pod, start, outcomeOf(raw));
 }
 
 /** Execs GC for `net`, keeping exactly `keep`. */

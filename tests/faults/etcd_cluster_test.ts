@@ -12,7 +12,7 @@ import { PoolStore } from "../../ipam/pool_store.ts";
 import { runCni } from "../helpers/cni.ts";
 import { EtcdCluster } from "./_etcd_cluster.ts";
 import { assertHistory, History } from "./_history.ts";
-import { compare, type Holder, readIpamState } from "./_ipam_state.ts";
+import { assertAgrees, compare, holdersOf, readIpamState } from "./_ipam_state.ts";
 import { CoildNode } from "./_node.ts";
 import { campaignSeed, envCount } from "./_params.ts";
 import { seededRandom } from "./_random.ts";
@@ -238,14 +238,7 @@ async function assertConsistent(
   live: { pod: Pod; ip: string }[],
   node: CoildNode,
 ): Promise<void> {
-  const holders: Holder[] = live.map((l) => ({
-    containerId: l.pod.containerId,
-    ifName: l.pod.ifName,
-    ip: l.ip,
-  }));
-  const d = compare(await readIpamState(client, prefix), holders);
-  const all = [...d.duplicates, ...d.lost, ...d.leaked, ...d.orphans];
-  assert.deepEqual(all, [], `etcd and the runtime disagree:\n${all.join("\n")}\n${node.logTail()}`);
+  assertAgrees(compare(await readIpamState(client, prefix), holdersOf(live)), "", node.logTail());
 }
 
 /** One line per attempt, its start in ms relative to `base`. */

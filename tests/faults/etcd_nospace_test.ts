@@ -24,7 +24,7 @@ import {
   noSpaceRaised,
 } from "../helpers/etcd_space.ts";
 import { assertHistory, History } from "./_history.ts";
-import { compare, type Holder, readIpamState, surplusEmptyBlocks } from "./_ipam_state.ts";
+import { assertAgrees, compare, holdersOf, readIpamState, surplusEmptyBlocks } from "./_ipam_state.ts";
 import { CoildNode } from "./_node.ts";
 import { envCount } from "./_params.ts";
 import { sampleEtcd, startSampler } from "./_sampler.ts";
@@ -315,14 +315,7 @@ function assertOk(out: CallOutcome, what: string): void {
 }
 
 async function assertConsistent(client: Etcd3, prefix: string, live: Live[], node: CoildNode): Promise<void> {
-  const holders: Holder[] = live.map((l) => ({
-    containerId: l.pod.containerId,
-    ifName: l.pod.ifName,
-    ip: l.ip,
-  }));
-  const d = compare(await readIpamState(client, prefix), holders);
-  const all = [...d.duplicates, ...d.lost, ...d.leaked, ...d.orphans];
-  assert.deepEqual(all, [], `etcd and the runtime disagree:\n${all.join("\n")}\n${node.logTail()}`);
+  assertAgrees(compare(await readIpamState(client, prefix), holdersOf(live)), "", node.logTail());
 }
 
 /** The message of the last ADD the history saw refused. */

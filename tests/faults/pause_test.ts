@@ -21,7 +21,14 @@ import { ChurnRuntime } from "./_churn.ts";
 import { EtcdCluster } from "./_etcd_cluster.ts";
 import { pluginWithExecTimeout } from "./_exec_timeout.ts";
 import { assertHistory, type Call, describeCall, History } from "./_history.ts";
-import { compare, exportedPrefixes, readIpamState, surplusEmptyBlocks } from "./_ipam_state.ts";
+import {
+  compare,
+  disagreementList,
+  exportedPrefixes,
+  holdersOf,
+  readIpamState,
+  surplusEmptyBlocks,
+} from "./_ipam_state.ts";
 import { CoildNode } from "./_node.ts";
 import { campaignSeed, envCount } from "./_params.ts";
 import { type Random, seededRandom } from "./_random.ts";
@@ -333,12 +340,10 @@ async function verifyNode(
   pairs: { net: Network; runtime: ChurnRuntime }[],
   tally: Tally,
 ): Promise<void> {
-  const holders = pairs.flatMap(({ runtime }) =>
-    runtime.live().map((p) => ({ containerId: p.pod.containerId, ifName: p.pod.ifName, ip: p.ip }))
-  );
+  const holders = pairs.flatMap(({ runtime }) => holdersOf(runtime.live()));
   const assertAgrees = async (when: string) => {
     const d = compare(await readIpamState(client, prefix), holders);
-    const all = [...d.duplicates, ...d.lost, ...d.leaked, ...d.orphans];
+    const all = disagreementList(d);
     tally.duplicates += d.duplicates.length;
     tally.lost += d.lost.length;
     tally.leaked += d.leaked.length + d.orphans.length;

@@ -15,7 +15,14 @@ import { PoolStore } from "../../ipam/pool_store.ts";
 import { startEtcd } from "../helpers/etcd.ts";
 import { ChurnRuntime } from "./_churn.ts";
 import { assertHistory, History } from "./_history.ts";
-import { compare, type Disagreements, readIpamState, surplusEmptyBlocks } from "./_ipam_state.ts";
+import {
+  assertAgrees,
+  compare,
+  exportedPrefixes,
+  holdersOf,
+  readIpamState,
+  surplusEmptyBlocks,
+} from "./_ipam_state.ts";
 import { CoildNode } from "./_node.ts";
 import { campaignSeed, envCount } from "./_params.ts";
 import { seededRandom } from "./_random.ts";
@@ -185,20 +192,20 @@ async function verifyTrial(
 ): Promise<void> {
   const live = runtime.live();
   figures.livePeak = Math.max(figures.livePeak, live.length);
-  const holders = live.map((p) => ({ containerId: p.pod.containerId, ifName: p.pod.ifName, ip: p.ip }));
+  const holders = holdersOf(live);
   const before = compare(await readIpamState(client, prefix), holders);
   figures.duplicates += before.duplicates.length;
   figures.lost += before.lost.length;
   figures.leakedBeforeGc += before.leaked.length;
   figures.orphans += before.orphans.length;
-  assertAgrees(before, node, "after the churn");
+  assertAgrees(before, "after the churn", node.logTail());
 
   const gc = await cniGc(net, live.map((p) => p.pod));
   assert.equal(gc.kind, "ok", `GC failed: ${gc.msg}\n${node.logTail()}`);
   const afterGc = await readIpamState(client, prefix);
   const after = compare(afterGc, holders);
   figures.releasedByGc += before.leaked.length - after.leaked.length;
-  assertAgrees(after, node, "after GC");
+  assertAgrees(after, "after GC", node.logTail());
 
   for (const p of runtime.liveMain()) {
     figures.mainChecked++;
@@ -222,23 +229,13 @@ async function verifyTrial(
     const owned = (await readIpamState(client, prefix)).blocks.filter((b) => b.node === node.name)
       .map((b) => parseCidr(b.block.replace("_", "/")));
     return JSON.stringify(aggregate(owned).map(formatCidr).sort()) ===
-      JSON.stringify(await exportedRoutes(node));
+      JSON.stringify(await exportedPrefixes(node.netns));
   });
-}
-
-function assertAgrees(d: Disagreements, node: CoildNode, when: string): void {
-  const all = [...d.duplicates, ...d.lost, ...d.leaked, ...d.orphans];
-  assert.deepEqual(all, [], `etcd and the runtime disagree ${when}:\n${all.join("\n")}\n${node.logTail()}`);
 }
 
 /** Container IDs in the aliases of the host veths coild made, sorted. */
 function coilVeths(node: CoildNode): Promise<string[]> {
   return node.taggedContainerIds();
-}
-
-async function exportedRoutes(node: CoildNode): Promise<string[]> {
-  const routes = await node.netns.ipJson<{ dst: string }[]>(["route", "show", "table", "119", "proto", "30"]);
-  return routes.map((r) => formatCidr(parseCidr(r.dst))).sort();
 }
 
 /** How often each IPAM event (the `event` field of coild's log lines) occurs in `log`. */

@@ -11,7 +11,7 @@ import { PoolStore } from "../../ipam/pool_store.ts";
 import { startEtcd, type TestEtcd } from "../helpers/etcd.ts";
 import { createNetns, type TestNetns } from "../helpers/netns.ts";
 import { assertHistory, History } from "./_history.ts";
-import { compare, type Holder, readIpamState } from "./_ipam_state.ts";
+import { compare, disagreementList, holdersOf, readIpamState } from "./_ipam_state.ts";
 import { CoildNode } from "./_node.ts";
 import { cniCall, cniGc, type Network, type Pod, reachable } from "./_runtime.ts";
 
@@ -214,16 +214,11 @@ class Fixture implements AsyncDisposable {
 
   /** Every way etcd differs from "exactly `live` hold addresses". */
   async disagreements(live: TestPod[]): Promise<string[]> {
-    const holders: Holder[] = live.map((p) => ({
-      containerId: p.pod.containerId,
-      ifName: p.pod.ifName,
-      ip: p.ip,
-    }));
+    const holders = holdersOf(live);
     const start = History.now();
     const state = await readIpamState(this.#client, this.#prefix);
     this.history.sample(start, state.addresses);
-    const d = compare(state, holders);
-    return [...d.duplicates, ...d.lost, ...d.leaked, ...d.orphans];
+    return disagreementList(compare(state, holders));
   }
 
   /** Main-mode pods answer a ping, and host veths exist for exactly them. */

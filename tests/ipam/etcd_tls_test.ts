@@ -8,7 +8,7 @@ import { connectEtcd, type EtcdOptions } from "../../ipam/etcd_client.ts";
 import { keysFor } from "../../ipam/keys.ts";
 import { addPod, createPod, startNode } from "../daemon/_lifecycle_fixture.ts";
 import { type CliRun, runCoilCli } from "../helpers/coil_cli.ts";
-import { makePki, startTlsEtcd } from "../helpers/pki.ts";
+import { makePki, startTlsEtcd, tlsFlags } from "../helpers/pki.ts";
 import { removeLeftoverNetns } from "../helpers/netns.ts";
 
 await removeLeftoverNetns();
@@ -29,7 +29,7 @@ Deno.test("etcd over TLS with client certificates", async (t) => {
   const pki = await makePki();
   try {
     await using etcd = await startTlsEtcd(pki);
-    const tls = ["--etcd-tls-ca", pki.ca, "--etcd-tls-cert", pki.clientCert, "--etcd-tls-key", pki.clientKey];
+    const tls = tlsFlags(pki);
     const tlsOptions: EtcdOptions = {
       endpoints: [etcd.endpoint],
       prefix: "/",
