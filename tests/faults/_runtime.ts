@@ -74,7 +74,7 @@ export function cniCall(net: Network, command: "ADD" | "DEL", pod: Pod): Promise
 }
 
 /** Execs CHECK of `pod` with `prevResult` (its ADD's result), as CRI-O does right after ADD. */
-export async function cniCheck(
+export function cniCheck(
   net: Network,
   pod: Pod,
   prevResult: Record<string, unknown>,
